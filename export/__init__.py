@@ -1,0 +1,1 @@
+"""Export a model folder to SavedModel (TF Serving), TFLite and ONNX."""

@@ -1,0 +1,197 @@
+"""Custom layers, written with ``keras.ops`` only so they run on every Keras backend.
+
+``DilatedConv1D`` is the one convolution every model uses; ``DilatedConv1DTranspose`` is its
+stride-1 transposed twin. A stride-1 transposed convolution is an ordinary convolution with
+the kernel flipped in time, its channel axes swapped and the 'same' padding mirrored, so
+both compute through ``dilated_conv`` and export anywhere a convolution does (TFLite has no
+dilated transposed convolution).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+from keras import ops
+
+from keras_sep.config import CONV_IMPLS
+
+
+def same_padding(kernel_size: int, dilation: int, transpose: bool = False) -> tuple[int, int]:
+    """(left, right) zero padding that keeps the length, as Keras 'same' does.
+
+    Keras puts the odd sample on the right; the transposed convolution is the adjoint
+    of that convolution, so its padding is mirrored.
+    """
+    total = (kernel_size - 1) * dilation
+    small, big = total // 2, total - total // 2
+    return (big, small) if transpose else (small, big)
+
+
+@functools.cache
+def _accelerator_prefers_phase() -> bool:
+    # Measured on an H100 under JAX (FACTS.md): space-to-batch made the paper DDU training
+    # step 3.2x faster, while on a 2-core CPU it made the forward pass 2.9x slower.
+    # Other backends on GPUs are unmeasured, so they keep the native kernels.
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+def resolve_impl(impl: str, dilation: int) -> str:
+    """The formulation 'auto' stands for on this backend and device."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv impl must be one of {list(CONV_IMPLS)}, got {impl!r}")
+    if dilation == 1:
+        return "native"  # the two formulations coincide
+    if impl == "auto":
+        return "phase" if _accelerator_prefers_phase() else "native"
+    return impl
+
+
+def dilated_conv(x, kernel, dilation: int, padding: tuple[int, int], impl: str = "native"):
+    """Stride-1 convolution of ``x`` (batch, time, in) with ``kernel`` (k, in, out).
+
+    ``padding`` zeros are added on the left and right of the time axis first. With
+    ``impl="phase"`` the dilated convolution runs as an undilated one over the
+    ``dilation`` interleaved phases of the signal (space-to-batch); the result is the same.
+    """
+    left, right = padding
+    if impl == "phase" and dilation > 1:
+        return _phase_conv(x, kernel, dilation, left, right)
+    if left or right:
+        x = ops.pad(x, [[0, 0], [left, right], [0, 0]])
+    return ops.conv(x, kernel, padding="valid", dilation_rate=dilation, data_format="channels_last")
+
+
+def _phase_conv(x, kernel, d: int, left: int, right: int):
+    batch, length, channels = ops.shape(x)
+    k, _, filters = kernel.shape
+    n = (length + d - 1) // d  # output samples per phase
+    # Pad so the padded length is a whole number of phases: (n + k - 1) * d.
+    x = ops.pad(x, [[0, 0], [left, right + n * d - length], [0, 0]])
+    m = n + k - 1
+    x = ops.reshape(x, (batch, m, d, channels))
+    x = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (batch * d, m, channels))
+    y = ops.conv(x, kernel, padding="valid", data_format="channels_last")
+    y = ops.transpose(ops.reshape(y, (batch, d, n, filters)), (0, 2, 1, 3))
+    return ops.reshape(y, (batch, n * d, filters))[:, :length]
+
+
+@keras.saving.register_keras_serializable(package="keras_sep")
+class DilatedConv1D(keras.layers.Layer):
+    """Conv1D with stride 1, 'same' padding and a dilation rate.
+
+    Weights are named and shaped like ``keras.layers.Conv1D``'s (kernel: k x in x out),
+    so they can be copied either way. ``impl`` picks the formulation: "native",
+    "phase" (space-to-batch) or "auto" (per backend and device); all give the same result.
+    """
+
+    transpose = False
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        dilation_rate: int = 1,
+        activation=None,
+        impl: str = "auto",
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.dilation_rate = int(dilation_rate)
+        self.activation = keras.activations.get(activation)
+        resolve_impl(impl, self.dilation_rate)  # validates the name
+        self.impl = impl
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        k = self.kernel_size
+        shape = (k, self.filters, in_channels) if self.transpose else (k, in_channels, self.filters)
+        self.kernel = self.add_weight(
+            name="kernel", shape=shape, initializer=self.kernel_initializer
+        )
+        self.bias = self.add_weight(
+            name="bias", shape=(self.filters,), initializer=self.bias_initializer
+        )
+
+    def call(self, inputs):
+        kernel = self.kernel
+        if self.transpose:
+            kernel = ops.transpose(ops.flip(kernel, axis=0), (0, 2, 1))
+        y = dilated_conv(
+            inputs,
+            kernel,
+            self.dilation_rate,
+            same_padding(self.kernel_size, self.dilation_rate, self.transpose),
+            resolve_impl(self.impl, self.dilation_rate),
+        )
+        y = ops.add(y, self.bias)
+        return self.activation(y) if self.activation is not None else y
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dilation_rate": self.dilation_rate,
+            "activation": keras.activations.serialize(self.activation),
+            "impl": self.impl,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_sep")
+class DilatedConv1DTranspose(DilatedConv1D):
+    """Conv1DTranspose with stride 1, 'same' padding and a dilation rate.
+
+    Same function and weight layout (kernel: k x out x in) as
+    ``keras.layers.Conv1DTranspose``, computed as a convolution.
+    """
+
+    transpose = True
+
+
+@keras.saving.register_keras_serializable(package="keras_sep")
+class Decimate1D(keras.layers.Layer):
+    """Keep every second time step (Wave-U-Net's downsampling)."""
+
+    def call(self, inputs):
+        return inputs[:, ::2, :]
+
+    def compute_output_shape(self, input_shape):
+        length = input_shape[1]
+        return (input_shape[0], None if length is None else (length + 1) // 2, input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="keras_sep")
+class LinearUpsample1D(keras.layers.Layer):
+    """Double the time resolution by linear interpolation (Wave-U-Net's upsampling).
+
+    Output 2t is input t, output 2t+1 the mean of inputs t and t+1 (the last
+    sample repeats at the edge), so the length is exactly doubled.
+    """
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        following = ops.concatenate([inputs[:, 1:], inputs[:, -1:]], axis=1)
+        between = (inputs + following) * 0.5
+        interleaved = ops.stack([inputs, between], axis=2)
+        return ops.reshape(interleaved, (shape[0], shape[1] * 2, shape[2]))
+
+    def compute_output_shape(self, input_shape):
+        length = input_shape[1]
+        return (input_shape[0], None if length is None else length * 2, input_shape[2])

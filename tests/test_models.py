@@ -1,0 +1,245 @@
+"""The shared model battery: every architecture x preset gets the same checks.
+
+Runs under whatever KERAS_BACKEND is set; tests/test_backends.py runs it under
+tensorflow, jax and torch, each in its own process.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_sep
+from keras_sep.config import WaveUNetConfig
+
+ARCHS = ["wave_u_net", "dilated", "dilated_dense"]
+
+
+def random_mixture(model, batch=2, length=5000, seed=0):
+    length = model.valid_length(length)
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-0.5, 0.5, (batch, length, model.channels)).astype("float32")
+
+
+def predict(model, x):
+    return {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def tiny(request):
+    return keras_sep.build(request.param, preset="tiny")
+
+
+def expected_params(cfg) -> int:
+    """Parameter count from the paper's description, computed independently of the builder."""
+    ch, n_heads = cfg.channels, len(cfg.estimated_sources)
+
+    def conv(k, cin, cout):
+        return k * cin * cout + cout
+
+    total = 0
+    if isinstance(cfg, WaveUNetConfig):
+        f, levels, cin = cfg.filters, cfg.levels, cfg.channels
+        for i in range(1, levels + 1):
+            total += conv(cfg.down_kernel, cin, f * i)
+            cin = f * i
+        total += conv(cfg.down_kernel, cin, f * (levels + 1))
+        for i in range(levels, 0, -1):
+            total += conv(cfg.up_kernel, f * (i + 1) + f * i, f * i)
+        head_in = f
+    elif not cfg.dense:
+        widths = [cfg.filters * b for b in range(1, cfg.num_blocks + 2)]
+        cin = ch
+        for b in range(cfg.num_blocks):
+            for _ in range(cfg.layers_per_block):
+                total += conv(cfg.kernel_size, cin, widths[b])
+                cin = widths[b]
+        for _ in range(cfg.bottleneck_layers):
+            total += conv(cfg.kernel_size, cin, widths[-1])
+            cin = widths[-1]
+        for b in range(cfg.num_blocks - 1, -1, -1):
+            cin = cin + widths[b]  # skip concatenated to the block's first layer
+            for _ in range(cfg.layers_per_block):
+                total += conv(cfg.up_kernel, cin, widths[b])
+                cin = widths[b]
+        head_in = widths[0]
+    else:
+        widths = [cfg.filters * b for b in range(1, cfg.num_blocks + 2)]
+
+        def dense(k, cin, growth, n_layers, width):
+            count = sum(conv(k, cin + j * growth, growth) for j in range(n_layers))
+            return count + conv(1, cin + n_layers * growth, width)
+
+        cin = ch
+        for b in range(cfg.num_blocks):
+            total += dense(cfg.kernel_size, cin, widths[b], cfg.layers_per_block, widths[b])
+            cin = widths[b]
+        total += dense(cfg.kernel_size, cin, widths[-1], cfg.bottleneck_layers, widths[-1])
+        cin = widths[-1]
+        for b in range(cfg.num_blocks - 1, -1, -1):
+            # Dense skip: the block input is the previous output plus the skip.
+            total += dense(
+                cfg.up_kernel, cin + widths[b], widths[b], cfg.layers_per_block, widths[b]
+            )
+            cin = widths[b]
+        head_in = widths[0]
+    return total + n_heads * conv(1, head_in + ch, ch)
+
+
+# Paper-size models only under the default backend: JAX compiles an initializer per
+# weight shape, which makes building them take ~20 s there.
+@pytest.mark.parametrize("preset", [pytest.param("paper", marks=pytest.mark.paper), "tiny"])
+@pytest.mark.parametrize("name", ARCHS)
+def test_parameter_count_and_output_shapes(name, preset):
+    model = keras_sep.build(name, preset=preset)
+    assert model.count_params() == expected_params(model.arch_config)
+    shapes = {k: tuple(v.shape) for k, v in zip(model.output_names, model.outputs, strict=True)}
+    assert shapes == {s: (None, None, 2) for s in keras_sep.SOURCES}
+    assert model.input_shape == (None, None, 2)
+
+
+@pytest.mark.paper
+def test_paper_parameter_counts_match_measured_prototype():
+    # FACTS.md: the Keras prototype had about 5.8 M (DDU) and 2.6 M (Dilated U-Net) parameters.
+    assert 5.6e6 < keras_sep.build("dilated_dense").count_params() < 5.9e6
+    assert 2.5e6 < keras_sep.build("dilated").count_params() < 2.7e6
+    assert 10.2e6 < keras_sep.build("wave_u_net", preset="original").count_params() < 10.4e6
+
+
+def test_call_shapes_and_energy_conservation(tiny):
+    x = random_mixture(tiny)
+    y = predict(tiny, x)
+    assert sorted(y) == sorted(keras_sep.SOURCES)
+    for v in y.values():
+        assert v.shape == x.shape and v.dtype == np.float32
+    np.testing.assert_allclose(sum(y.values()), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_direct_mode_estimates_every_source(name):
+    model = keras_sep.build(name, preset="tiny", output="direct")
+    heads = [layer.name for layer in model.layers if layer.name in keras_sep.SOURCES]
+    assert sorted(heads) == sorted(keras_sep.SOURCES)
+    y = predict(model, random_mixture(model))
+    # tanh heads: every estimate is bounded, unlike the 'difference' source
+    assert all(np.abs(v).max() <= 1.0 for v in y.values())
+
+
+def test_valid_length_rule(tiny):
+    multiple = tiny.arch_config.length_multiple
+    assert tiny.valid_length(1) == multiple
+    assert tiny.valid_length(multiple * 3) == multiple * 3
+    assert tiny.valid_length(multiple * 3 + 1) == multiple * 4
+    x = random_mixture(tiny, length=tiny.valid_length(777))
+    assert predict(tiny, x)["vocals"].shape == x.shape
+
+
+def test_variable_length_input(tiny):
+    # One model, two lengths: the time axis is dynamic.
+    for length in (tiny.valid_length(300), tiny.valid_length(3000)):
+        assert (
+            predict(tiny, random_mixture(tiny, batch=1, length=length))["bass"].shape[1] == length
+        )
+
+
+def _conv(model, name):
+    return model.get_layer(name)
+
+
+@pytest.mark.parametrize("scheme", ["adaptive", "none", "constant:8"])
+def test_dilation_rates_follow_the_scheme(scheme):
+    model = keras_sep.build("dilated_dense", preset="tiny", dilation=scheme)
+    cfg = model.arch_config
+    for b, rates in enumerate(cfg.dilations, 1):
+        for j, rate in enumerate(rates, 1):
+            assert _conv(model, f"down{b}_conv{j}").dilation_rate == rate
+            # Up blocks mirror the down path: the same rates in reverse order.
+            assert _conv(model, f"up{b}_conv{j}").dilation_rate == rates[::-1][j - 1]
+    for j in range(1, cfg.bottleneck_layers + 1):
+        assert _conv(model, f"bottleneck_conv{j}").dilation_rate == 1
+
+
+@pytest.mark.paper
+def test_paper_dilations_span_1_to_4096():
+    model = keras_sep.build("dilated_dense")
+    rates = [
+        layer.dilation_rate
+        for layer in model.layers
+        if layer.name.startswith("down")
+        and hasattr(layer, "dilation_rate")
+        and "transition" not in layer.name
+    ]
+    assert rates == [1, 2, 4, 4, 8, 16, 16, 32, 64, 64, 128, 256, 256, 512, 1024, 1024, 2048, 4096]
+    ups = [
+        layer
+        for layer in model.layers
+        if layer.name.startswith("up") and "conv" in layer.name and hasattr(layer, "dilation_rate")
+    ]
+    assert all(type(layer).__name__ == "DilatedConv1DTranspose" for layer in ups)
+
+
+def test_dense_connectivity_is_present():
+    model = keras_sep.build("dilated_dense", preset="tiny")
+    cfg = model.arch_config
+    for b in range(1, cfg.num_blocks + 1):
+        growth = cfg.block_growth(b)
+        widths = [_conv(model, f"down{b}_conv{j}").kernel.shape[1] for j in (1, 2, 3)]
+        assert np.diff(widths).tolist() == [growth, growth]
+        # Dense skip: the skip (width of down block b's transition) reaches every up layer.
+        skip = cfg.block_transition(b)
+        up_widths = [_conv(model, f"up{b}_conv{j}").kernel.shape[2] for j in (1, 2, 3)]
+        # Its first layer also gets the output from below (bottleneck or up block b+1).
+        assert up_widths[0] == cfg.block_transition(b + 1) + skip
+        assert np.diff(up_widths).tolist() == [growth, growth]
+    plain = keras_sep.build("dilated", preset="tiny")
+    # Without dense connections each layer sees only the previous layer's output.
+    assert _conv(plain, "down2_conv2").kernel.shape[1] == plain.arch_config.block_filters(2)
+
+
+def test_dense_off_in_the_dense_entry_is_the_plain_model():
+    a = keras_sep.build("dilated_dense", preset="tiny", dense=False)
+    b = keras_sep.build("dilated", preset="tiny")
+    assert a.count_params() == b.count_params()
+
+
+def test_config_round_trip(tiny):
+    config = tiny.get_config()
+    json.dumps(config)  # plain JSON types only
+    clone = keras_sep.SeparationModel.from_config(config)
+    assert clone.arch_config == tiny.arch_config
+    assert clone.count_params() == tiny.count_params()
+
+
+def test_keras_file_round_trip(tiny, tmp_path):
+    x = random_mixture(tiny)
+    path = tmp_path / "model.keras"
+    tiny.save(path)
+    loaded = keras.models.load_model(path)  # default safe_mode: no Lambda layers
+    assert isinstance(loaded, keras_sep.SeparationModel)
+    for k, v in predict(tiny, x).items():
+        np.testing.assert_array_equal(predict(loaded, x)[k], v)
+
+
+def test_model_folder_round_trip(tiny, tmp_path):
+    x = random_mixture(tiny)
+    keras_sep.save(tiny, tmp_path / "run", metadata={"note": "hello"})
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["config"]["sources"] == list(keras_sep.SOURCES)
+    assert info["config"]["sample_rate"] == 22050 and info["note"] == "hello"
+    loaded = keras_sep.load(tmp_path / "run")
+    assert loaded.arch_config == tiny.arch_config
+    for k, v in predict(tiny, x).items():
+        np.testing.assert_array_equal(predict(loaded, x)[k], v)
+
+
+def test_a_few_training_steps_reduce_the_loss(tiny):
+    keras.utils.set_random_seed(1)
+    model = keras_sep.SeparationModel.from_config(tiny.get_config())
+    x = random_mixture(model, batch=4, length=2048, seed=3)
+    # A learnable target: each source a fixed fraction of the mixture.
+    y = {s: x * w for s, w in zip(model.sources, (0.4, 0.3, 0.2, 0.1), strict=True)}
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    history = model.fit(x, y, epochs=20, batch_size=4, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.8 * losses[0], losses

@@ -1,0 +1,1 @@
+"""Training: the tf.data pipeline, the trainer and the shipped configs."""

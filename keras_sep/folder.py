@@ -98,6 +98,18 @@ def read_info(folder: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
+def read_config(folder: str | os.PathLike) -> tuple[str, Any]:
+    """(architecture name, resolved config) of a model folder, without building the model."""
+    from keras_sep.errors import KerasSepError
+    from keras_sep.models import get_config
+
+    info = read_info(folder)
+    try:
+        return info["architecture"], get_config(info["architecture"], **info["config"])
+    except KerasSepError as e:
+        raise ModelFolderError(f"{Path(folder) / CONFIG_FILE} does not describe a valid model: {e}")
+
+
 def load(folder: str | os.PathLike, **overrides: Any):
     """Load a model folder (or a ``.keras`` file) as a ``SeparationModel``.
 

@@ -1,0 +1,118 @@
+"""Multitrack songs as ``Track`` objects: MUSDB18 through ``musdb``, or the built-in toy songs.
+
+Evaluation reads tracks at their own rate (MUSDB: 44.1 kHz); training goes through the
+resampled on-disk cache in ``keras_sep.data.cache``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_sep.errors import DataError, require
+
+SUBSETS = ("train", "test")
+SPLITS = ("train", "valid")
+# A generated MUSDB18-layout tree lists its validation songs here (musdb's setup format).
+SETUP_FILE = "setup.yaml"
+
+
+@dataclass
+class Track:
+    """One song: its stems (time, channels) float32 at ``rate``; the mixture is their sum."""
+
+    name: str
+    rate: int
+    sources: dict[str, np.ndarray]
+    # Where the audio came from, to key caches (path and file stamp), if anywhere.
+    origin: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mixture(self) -> np.ndarray:
+        return np.sum(list(self.sources.values()), axis=0, dtype=np.float32)
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.sources.values())).shape[0]
+
+
+def import_musdb():
+    """Import musdb, which needs ffmpeg and ffprobe on PATH even for the wav layout."""
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        raise DataError(
+            f"reading MUSDB18 needs {' and '.join(missing)} on PATH (the musdb package imports "
+            "stempeg, which requires them); install ffmpeg: apt install ffmpeg / brew install ffmpeg"
+        )
+    return require("musdb", "reading MUSDB18")
+
+
+def detect_layout(root: str | os.PathLike) -> bool:
+    """True for the MUSDB18-HQ wav layout, False for .stem.mp4 files; errors for neither."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"MUSDB root {root} does not exist; pass the folder holding train/ and test/"
+        )
+    subsets = [root / s for s in SUBSETS if (root / s).is_dir()]
+    if not subsets:
+        raise DataError(f"{root} has no train/ or test/ folder; is it a MUSDB18 root?")
+    if any(p.suffix == ".mp4" for s in subsets for p in s.iterdir()):
+        return False
+    if any((p / "mixture.wav").is_file() for s in subsets for p in s.iterdir()):
+        return True
+    raise DataError(f"{root} holds neither .stem.mp4 files nor <song>/mixture.wav folders")
+
+
+def musdb_tracks(
+    root: str | os.PathLike,
+    subset: str = "test",
+    split: str | None = None,
+    sources: tuple[str, ...] | None = None,
+    limit: int | None = None,
+) -> Iterator[Track]:
+    """Tracks of a MUSDB18 (stems) or MUSDB18-HQ (wav) root, read through ``musdb``.
+
+    ``split`` ('train' or 'valid') applies to ``subset='train'`` and uses musdb's
+    standard validation list, or the root's own ``setup.yaml`` if it has one (generated
+    trees do). Audio is decoded one track at a time, at the dataset's rate.
+    """
+    if subset not in SUBSETS:
+        raise DataError(f"subset must be one of {list(SUBSETS)}, got {subset!r}")
+    if split is not None and (subset != "train" or split not in SPLITS):
+        raise DataError(f"split {split!r} needs subset 'train' and one of {list(SPLITS)}")
+    is_wav = detect_layout(root)
+    musdb = import_musdb()
+    setup = SETUP_FILE if (Path(root) / SETUP_FILE).is_file() else None
+    db = musdb.DB(root=str(root), is_wav=is_wav, subsets=subset, split=split, setup_file=setup)
+    if len(db) == 0:
+        where = subset + (f" (split {split})" if split else "")
+        raise DataError(f"no tracks in {root} for subset {where}")
+    names = tuple(sources or db.setup["sources"].keys())
+    unknown = sorted(set(names) - set(db.setup["sources"]))
+    if unknown:
+        raise DataError(f"{root} has no stems {unknown}; it has {sorted(db.setup['sources'])}")
+    for track in db.tracks[:limit]:
+        stems = {name: track.targets[name].audio.astype(np.float32) for name in names}
+        path = Path(track.path)
+        stat = path.stat() if path.exists() else None
+        stamp = f"{stat.st_size}-{stat.st_mtime_ns}" if stat else ""
+        yield Track(track.name, int(track.rate), stems, {"path": str(path), "stamp": stamp})
+
+
+def toy_tracks(
+    count: int, seed: int = 0, seconds: float = 20.0, sample_rate: int = 44100
+) -> Iterator[Track]:
+    """``count`` built-in synthetic songs, generated in memory (deterministic from ``seed``)."""
+    from keras_sep.data import toy
+
+    for i in range(count):
+        song_seed = seed * 1000 + i
+        stems = toy.generate_song(song_seed, seconds=seconds, sample_rate=sample_rate)
+        origin = {"path": f"toy:{song_seed}", "stamp": f"{seconds}"}
+        yield Track(toy.song_name(i), sample_rate, stems, origin)

@@ -1,0 +1,112 @@
+"""Our convolution layers compute exactly what Keras's Conv1D / Conv1DTranspose compute.
+
+Both formulations ("native" dilated conv and "phase" space-to-batch), odd and even
+kernels, lengths that are not a multiple of the dilation. Runs on every backend.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sep.layers import (
+    Decimate1D,
+    DilatedConv1D,
+    DilatedConv1DTranspose,
+    LinearUpsample1D,
+    resolve_impl,
+    same_padding,
+)
+
+BACKEND = keras.backend.backend()
+CASES = [(k, d, t) for k in (1, 2, 5, 15) for d in (1, 3, 8) for t in (1, 7, 64, 101)]
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def conv_transpose_reference(x, kernel, bias, dilation):
+    """Stride-1 'same' transposed convolution by its definition: scatter, then crop.
+
+    Every input sample t adds kernel[j] at output t + j*d of the full result; 'same'
+    keeps the window that starts at the floor half of the (k-1)*d extra samples (the
+    left padding of the forward convolution it is the adjoint of).
+    """
+    batch, length, _ = x.shape
+    k = kernel.shape[0]
+    full = np.zeros((batch, length + (k - 1) * dilation, kernel.shape[1]), np.float64)
+    for j in range(k):
+        full[:, j * dilation : j * dilation + length] += x @ kernel[j].T
+    start = same_padding(k, dilation)[0]
+    return full[:, start : start + length] + bias
+
+
+def copy_of(reference, ours_cls, x, **kwargs):
+    ours = ours_cls(
+        reference.filters, reference.kernel_size[0], reference.dilation_rate[0], **kwargs
+    )
+    ours.build(x.shape)
+    ours.set_weights(reference.get_weights())
+    return ours
+
+
+@pytest.mark.parametrize("impl", ["native", "phase"])
+@pytest.mark.parametrize("k,d,t", CASES)
+def test_conv_matches_keras_conv1d(k, d, t, impl):
+    x = np.random.default_rng(k * 100 + d + t).standard_normal((2, t, 3)).astype("float32")
+    reference = keras.layers.Conv1D(4, k, padding="same", dilation_rate=d)
+    expected = numpy(reference(x))
+    ours = copy_of(reference, DilatedConv1D, x, impl=impl)
+    np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["native", "phase"])
+@pytest.mark.parametrize("k,d,t", CASES)
+def test_transpose_matches_keras_conv1d_transpose(k, d, t, impl):
+    x = np.random.default_rng(k * 100 + d + t).standard_normal((2, t, 3)).astype("float32")
+    reference = keras.layers.Conv1DTranspose(4, k, padding="same", dilation_rate=d)
+    reference.build(x.shape)
+    kernel, bias = reference.get_weights()
+    if BACKEND == "tensorflow" and d > 1:
+        # TF's CPU kernel refuses dilated transposed convolutions ("Current CPU
+        # implementations do not yet support dilation rates larger than 1"), the reason
+        # this layer exists; compare with the definition instead.
+        expected = conv_transpose_reference(x, kernel, bias, d)
+    else:
+        expected = numpy(reference(x))
+        np.testing.assert_allclose(
+            conv_transpose_reference(x, kernel, bias, d), expected, atol=1e-5
+        )
+    ours = copy_of(reference, DilatedConv1DTranspose, x, impl=impl)
+    np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
+
+
+def test_activation_and_serialization():
+    layer = DilatedConv1DTranspose(3, 5, 4, activation="leaky_relu", impl="phase", name="up")
+    x = np.random.default_rng(0).standard_normal((1, 50, 2)).astype("float32")
+    y = numpy(layer(x))
+    clone = DilatedConv1DTranspose.from_config(layer.get_config())
+    clone.build(x.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(numpy(clone(x)), y, atol=1e-6)
+    assert clone.impl == "phase" and clone.dilation_rate == 4
+    assert y.min() < 0 and (y < 0).mean() < 0.9  # leaky: negatives shrunk, not removed
+
+
+def test_impl_resolution():
+    assert resolve_impl("phase", 1) == "native"  # identical when undilated
+    assert resolve_impl("phase", 4) == "phase"
+    assert resolve_impl("native", 4) == "native"
+    assert resolve_impl("auto", 4) in ("native", "phase")
+    with pytest.raises(ValueError, match="conv impl"):
+        resolve_impl("fast", 2)
+
+
+def test_decimate_and_linear_upsample():
+    x = np.arange(8, dtype="float32").reshape(1, 4, 2)
+    np.testing.assert_array_equal(numpy(Decimate1D()(x)), x[:, ::2])
+    up = numpy(LinearUpsample1D()(x))
+    assert up.shape == (1, 8, 2)
+    np.testing.assert_array_equal(up[0, ::2], x[0])  # original samples kept
+    np.testing.assert_array_equal(up[0, 1:-1:2], (x[0, :-1] + x[0, 1:]) / 2)  # midpoints
+    np.testing.assert_array_equal(up[0, -1], x[0, -1])  # edge repeats

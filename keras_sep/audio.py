@@ -101,7 +101,7 @@ def _read_tfio(path: Path) -> tuple[np.ndarray, int]:
 
 
 def check_audio(audio: np.ndarray, rate: int, name: str = "audio") -> np.ndarray:
-    """Return ``audio`` as (time, channels) float32, or raise ``AudioError`` saying what is wrong."""
+    """``audio`` as (time, channels) float32, or ``AudioError`` saying what is wrong."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[:, None]
@@ -111,7 +111,8 @@ def check_audio(audio: np.ndarray, rate: int, name: str = "audio") -> np.ndarray
         raise AudioError(f"{name} contains no samples")
     if audio.shape[0] < MIN_SECONDS * rate:
         raise AudioError(
-            f"{name} is too short ({audio.shape[0]} samples, {1000 * audio.shape[0] / rate:.1f} ms); "
+            f"{name} is too short ({audio.shape[0]} samples, "
+            f"{1000 * audio.shape[0] / rate:.1f} ms); "
             f"at least {1000 * MIN_SECONDS:.0f} ms are needed"
         )
     if not np.isfinite(audio).all():
@@ -137,7 +138,7 @@ def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
 
 
 def match_channels(audio: np.ndarray, channels: int, name: str = "audio") -> np.ndarray:
-    """Give (time, c) audio the model's channel count: mono is duplicated, extra channels refused."""
+    """Give (time, c) audio the model's channel count: mono duplicated, extra channels refused."""
     have = audio.shape[1]
     if have == channels:
         return audio

@@ -107,7 +107,9 @@ def read_config(folder: str | os.PathLike) -> tuple[str, Any]:
     try:
         return info["architecture"], get_config(info["architecture"], **info["config"])
     except KerasSepError as e:
-        raise ModelFolderError(f"{Path(folder) / CONFIG_FILE} does not describe a valid model: {e}")
+        raise ModelFolderError(
+            f"{Path(folder) / CONFIG_FILE} does not describe a valid model: {e}"
+        ) from None
 
 
 def load(folder: str | os.PathLike, **overrides: Any):

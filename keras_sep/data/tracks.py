@@ -47,7 +47,7 @@ def import_musdb():
     if missing:
         raise DataError(
             f"reading MUSDB18 needs {' and '.join(missing)} on PATH (the musdb package imports "
-            "stempeg, which requires them); install ffmpeg: apt install ffmpeg / brew install ffmpeg"
+            "stempeg, which requires them): apt install ffmpeg, or brew install ffmpeg"
         )
     return require("musdb", "reading MUSDB18")
 

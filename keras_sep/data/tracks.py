@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,13 +22,34 @@ SPLITS = ("train", "valid")
 SETUP_FILE = "setup.yaml"
 
 
+class LazySources(Mapping):
+    """Stems decoded on first access, so a cache hit never decodes the audio."""
+
+    def __init__(self, load: Callable[[], dict[str, np.ndarray]]):
+        self._load, self._data = load, None
+
+    def _stems(self) -> dict[str, np.ndarray]:
+        if self._data is None:
+            self._data = self._load()
+        return self._data
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._stems()[name]
+
+    def __iter__(self):
+        return iter(self._stems())
+
+    def __len__(self) -> int:
+        return len(self._stems())
+
+
 @dataclass
 class Track:
     """One song: its stems (time, channels) float32 at ``rate``; the mixture is their sum."""
 
     name: str
     rate: int
-    sources: dict[str, np.ndarray]
+    sources: Mapping[str, np.ndarray]
     # Where the audio came from, to key caches (path and file stamp), if anywhere.
     origin: dict[str, str] = field(default_factory=dict)
 
@@ -98,11 +119,15 @@ def musdb_tracks(
     if unknown:
         raise DataError(f"{root} has no stems {unknown}; it has {sorted(db.setup['sources'])}")
     for track in db.tracks[:limit]:
-        stems = {name: track.targets[name].audio.astype(np.float32) for name in names}
         path = Path(track.path)
         stat = path.stat() if path.exists() else None
         stamp = f"{stat.st_size}-{stat.st_mtime_ns}" if stat else ""
+        stems = LazySources(lambda t=track: _decode(t, names))
         yield Track(track.name, int(track.rate), stems, {"path": str(path), "stamp": stamp})
+
+
+def _decode(track, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {name: track.targets[name].audio.astype(np.float32) for name in names}
 
 
 def toy_tracks(
@@ -113,6 +138,6 @@ def toy_tracks(
 
     for i in range(count):
         song_seed = seed * 1000 + i
-        stems = toy.generate_song(song_seed, seconds=seconds, sample_rate=sample_rate)
-        origin = {"path": f"toy:{song_seed}", "stamp": f"{seconds}"}
-        yield Track(toy.song_name(i), sample_rate, stems, origin)
+        stems = LazySources(lambda s=song_seed: toy.generate_song(s, seconds, sample_rate))
+        origin = {"path": f"toy:{song_seed}", "stamp": f"{seconds}s-{sample_rate}Hz"}
+        yield Track(f"{toy.song_name(i)} (seed {seed})", sample_rate, stems, origin)

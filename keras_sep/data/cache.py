@@ -1,0 +1,117 @@
+"""On-disk cache of decoded, resampled stems, so training epochs never decode audio.
+
+Each track becomes a folder of ``<source>.npy`` arrays (time, channels) float32 at the
+model's rate plus ``meta.json``, written last. The folder is keyed by the track's
+origin (path), the sample rate and the track name; ``meta.json`` records the source
+file's size and mtime. A folder whose meta is missing (half-written), whose stamp or
+sources differ (stale) or whose arrays do not load with the recorded shape (corrupt)
+is rebuilt. Arrays are opened memory-mapped: a dataset larger than RAM trains fine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_sep.audio import resample
+from keras_sep.data.tracks import Track
+from keras_sep.folder import atomic_write_text
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$KERAS_SEP_CACHE``, else ``~/.cache/keras_sep``."""
+    return Path(os.environ.get("KERAS_SEP_CACHE", Path.home() / ".cache" / "keras_sep"))
+
+
+@dataclass
+class CachedTrack:
+    """A cached track: memory-mapped (time, channels) float32 stems at ``rate``."""
+
+    name: str
+    rate: int
+    sources: dict[str, np.ndarray]
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.sources.values())).shape[0]
+
+
+def track_dir(cache_dir: Path, track: Track, sample_rate: int) -> Path:
+    key = hashlib.sha1(f"{track.origin.get('path', '')}|{track.name}".encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", track.name).strip("_")[:40]
+    return Path(cache_dir) / f"{sample_rate}hz" / f"{slug}-{key}"
+
+
+def _load_if_valid(folder: Path, expected: dict) -> CachedTrack | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if any(meta.get(k) != v for k, v in expected.items()):
+        return None
+    sources = {}
+    for name in meta["sources"]:
+        try:
+            array = np.load(folder / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        if array.shape != (meta["length"], meta["channels"]) or array.dtype != np.float32:
+            return None
+        sources[name] = array
+    return CachedTrack(meta["name"], meta["rate"], sources)
+
+
+def cache_track(track: Track, cache_dir: Path, sample_rate: int) -> tuple[CachedTrack, bool]:
+    """The cached copy of ``track`` at ``sample_rate``, (re)building it if needed.
+
+    Returns the cached track and whether it had to be built.
+    """
+    folder = track_dir(cache_dir, track, sample_rate)
+    expected = {
+        "version": CACHE_VERSION,
+        "name": track.name,
+        "rate": sample_rate,
+        "origin": track.origin.get("path", ""),
+        "stamp": track.origin.get("stamp", ""),
+    }
+    cached = _load_if_valid(folder, expected)
+    if cached is not None:
+        return cached, False
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    names = list(track.sources)
+    length = channels = None
+    for name in names:
+        stem = resample(np.asarray(track.sources[name], np.float32), track.rate, sample_rate)
+        length, channels = stem.shape
+        tmp = folder / f".{name}.tmp.npy"
+        np.save(tmp, np.ascontiguousarray(stem, dtype=np.float32))
+        os.replace(tmp, folder / f"{name}.npy")
+    meta = {**expected, "sources": names, "length": length, "channels": channels}
+    atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1))
+    cached = _load_if_valid(folder, expected)
+    assert cached is not None, f"cache folder {folder} unreadable right after writing"
+    return cached, True
+
+
+def cache_tracks(
+    tracks: Iterable[Track], cache_dir: str | os.PathLike, sample_rate: int, progress: bool = False
+) -> list[CachedTrack]:
+    """Cache every track (decoding only those not cached yet) and return them memory-mapped."""
+    tracks = list(tracks)
+    items = tracks
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(tracks, desc=f"caching at {sample_rate} Hz", unit="track", leave=False)
+    return [cache_track(t, Path(cache_dir), sample_rate)[0] for t in items]

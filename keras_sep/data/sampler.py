@@ -1,0 +1,163 @@
+"""Training segments drawn from cached tracks: the paper's augmentation and optional extras.
+
+Both training pipelines (``tf.data`` and the TensorFlow-free ``PyDataset``) draw from a
+``SegmentSampler``. Example ``n`` is a pure function of (seed, shard, n): its random
+draws come from an RNG keyed by those numbers, so the two pipelines, any number of
+worker threads and a resumed run all see the same segments, gains and flips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_sep.data.cache import CachedTrack
+from keras_sep.errors import DataError
+
+AUGMENTATIONS = ("channel_swap", "polarity", "remix")
+# Redraws allowed when skipping near-silent targets, before accepting a quiet segment.
+SILENCE_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Per-example random changes. The paper uses only the per-source gain in [0.7, 1]."""
+
+    gain_min: float = 0.7
+    gain_max: float = 1.0
+    channel_swap: bool = False  # swap left and right of every source
+    polarity: bool = False  # flip the sign of each source independently
+    # Probability that an example takes each source from an independent random track
+    # and offset (Demucs / Open-Unmix style remixing); 0 keeps the stems of one song.
+    remix: float = 0.0
+
+    @classmethod
+    def from_names(
+        cls, names: Sequence[str], gain: tuple[float, float] = (0.7, 1.0), remix: float = 0.5
+    ) -> Augmentation:
+        unknown = sorted(set(names) - set(AUGMENTATIONS))
+        if unknown:
+            raise DataError(f"unknown augmentation(s) {unknown}; valid: {list(AUGMENTATIONS)}")
+        if not 0 < gain[0] <= gain[1]:
+            raise DataError(f"gain range must satisfy 0 < min <= max, got {gain}")
+        return cls(
+            gain_min=gain[0],
+            gain_max=gain[1],
+            channel_swap="channel_swap" in names,
+            polarity="polarity" in names,
+            remix=remix if "remix" in names else 0.0,
+        )
+
+
+def mix(raw: np.ndarray, factors: np.ndarray, swap: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Scale each source by its factor, optionally swap channels; mixture = their sum.
+
+    ``training.pipeline`` repeats these operations with TensorFlow ops in the same order,
+    so both pipelines produce bit-identical batches.
+    """
+    targets = raw * factors[:, None, None]
+    if swap:
+        targets = targets[:, :, ::-1]
+    mixture = targets[0]
+    for target in targets[1:]:
+        mixture = mixture + target
+    return mixture, targets
+
+
+class SegmentSampler:
+    """Random (mixture, targets) segments of ``segment_length`` samples from ``tracks``."""
+
+    def __init__(
+        self,
+        tracks: Sequence[CachedTrack],
+        sources: Sequence[str],
+        segment_length: int,
+        seed: int = 0,
+        augmentation: Augmentation | None = None,
+        silence_threshold_db: float | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ):
+        if not tracks:
+            raise DataError("no training tracks; check the dataset root and split")
+        missing = [t.name for t in tracks if set(sources) - set(t.sources)]
+        if missing:
+            raise DataError(f"tracks {missing[:3]} lack some of the sources {list(sources)}")
+        self.tracks = list(tracks)
+        self.sources = tuple(sources)
+        self.segment_length = int(segment_length)
+        self.seed = int(seed)
+        self.augmentation = augmentation or Augmentation()
+        self.silence_threshold_db = silence_threshold_db
+        self.shard_index, self.num_shards = shard
+        self.channels = self.tracks[0].sources[self.sources[0]].shape[1]
+
+    def _offset(self, rng: np.random.Generator, track: int) -> int:
+        return int(rng.integers(0, max(1, self.tracks[track].length - self.segment_length + 1)))
+
+    def gather(self, track_ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """(sources, segment, channels) float32: source k from track_ids[k] at offsets[k]."""
+        out = np.zeros((len(self.sources), self.segment_length, self.channels), np.float32)
+        for k, (source, track, offset) in enumerate(
+            zip(self.sources, track_ids, offsets, strict=True)
+        ):
+            piece = self.tracks[track].sources[source][offset : offset + self.segment_length]
+            out[k, : len(piece)] = piece
+        return out
+
+    def _quiet(self, raw: np.ndarray) -> bool:
+        power = np.mean(np.square(raw, dtype=np.float64), axis=(1, 2))
+        return bool(np.any(10 * np.log10(power + 1e-12) < self.silence_threshold_db))
+
+    def draw(self, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Example ``n`` before mixing: raw sources, per-source factors (gain x sign), swap."""
+        rng = np.random.default_rng([self.seed, self.shard_index, self.num_shards, n])
+        aug, k = self.augmentation, len(self.sources)
+        for _ in range(SILENCE_ATTEMPTS):
+            if aug.remix and rng.random() < aug.remix:
+                track_ids = rng.integers(0, len(self.tracks), k)
+                offsets = np.array([self._offset(rng, t) for t in track_ids])
+            else:
+                track = int(rng.integers(0, len(self.tracks)))
+                track_ids = np.full(k, track)
+                offsets = np.full(k, self._offset(rng, track))
+            raw = self.gather(track_ids, offsets)
+            if self.silence_threshold_db is None or not self._quiet(raw):
+                break
+        factors = rng.uniform(aug.gain_min, aug.gain_max, k).astype(np.float32)
+        if aug.polarity:
+            factors *= rng.choice(np.array([-1.0, 1.0], np.float32), k)
+        swap = bool(aug.channel_swap and rng.random() < 0.5)
+        return raw, factors, swap
+
+    def example(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Example ``n``: mixture (segment, channels) and targets (sources, segment, channels)."""
+        return mix(*self.draw(n))
+
+    def batch(self, index: int, batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Batch ``index``: examples index * batch_size ... (index + 1) * batch_size - 1."""
+        pairs = [self.example(index * batch_size + j) for j in range(batch_size)]
+        mixture = np.stack([p[0] for p in pairs])
+        targets = np.stack([p[1] for p in pairs], axis=1)
+        return mixture, dict(zip(self.sources, targets, strict=True))
+
+    def validation_plan(self, segments_per_track: int) -> list[tuple[int, int]]:
+        """Fixed (track, offset) pairs: evenly spaced segments of every track, no randomness."""
+        plan = []
+        for t, track in enumerate(self.tracks):
+            last = max(0, track.length - self.segment_length)
+            count = min(segments_per_track, 1 + last // self.segment_length)
+            plan += [(t, int(o)) for o in np.linspace(0, last, count).astype(int)]
+        return plan
+
+    def validation_example(self, track: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        k = len(self.sources)
+        return mix(
+            self.gather(np.full(k, track), np.full(k, offset)), np.ones(k, np.float32), False
+        )
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Batches for one pass's worth of audio: total track length / (segment x batch)."""
+        total = sum(t.length for t in self.tracks)
+        return max(1, total // (self.segment_length * batch_size * self.num_shards))

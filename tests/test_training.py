@@ -1,0 +1,240 @@
+"""MUSDB loading through musdb, the cache, both pipelines, and train.py end to end."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import keras_sep
+from keras_sep.data import toy
+from keras_sep.data.cache import cache_track, cache_tracks
+from keras_sep.data.sampler import Augmentation, SegmentSampler
+from keras_sep.data.tracks import musdb_tracks, toy_tracks
+from keras_sep.errors import ConfigError, DataError
+from keras_sep.training import pipeline
+from keras_sep.training.config import load_config
+from keras_sep.training.train import main, train
+
+SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def hq_root(tmp_path_factory):
+    """A MUSDB18-HQ tree: 3 train songs (1 of them validation) and 1 test song, 44.1 kHz."""
+    root = tmp_path_factory.mktemp("musdb18hq")
+    return toy.write_musdb_tree(root, train=2, valid=1, test=1, seconds=SECONDS)
+
+
+def test_musdb_loader_reads_the_hq_tree(hq_root):
+    train = list(musdb_tracks(hq_root, "train", "train"))
+    valid = list(musdb_tracks(hq_root, "train", "valid"))
+    test = list(musdb_tracks(hq_root, "test"))
+    assert [t.name for t in train] == [toy.song_name(0), toy.song_name(1)]
+    assert [t.name for t in valid] == [toy.song_name(2)]
+    assert [t.name for t in test] == [toy.song_name(3)]
+    track = train[0]
+    assert track.rate == 44100 and track.length == int(SECONDS * 44100)
+    assert sorted(track.sources) == sorted(keras_sep.SOURCES)
+    assert track.sources["vocals"].shape == (track.length, 2)
+
+
+def test_musdb_loader_errors(tmp_path, hq_root):
+    with pytest.raises(DataError, match="does not exist"):
+        list(musdb_tracks(tmp_path / "missing"))
+    with pytest.raises(DataError, match="no train/ or test/"):
+        list(musdb_tracks(tmp_path))
+    with pytest.raises(DataError, match="split"):
+        list(musdb_tracks(hq_root, "test", "valid"))
+
+
+# stempeg leaves its ffmpeg pipes for the garbage collector (ResourceWarning, not ours).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_stems_layout_through_musdb(tmp_path):
+    """The .stem.mp4 layout (MUSDB18) goes through musdb/stempeg and ffmpeg."""
+    stempeg = pytest.importorskip("stempeg")
+    stems = toy.generate_song(5, seconds=2.0, sample_rate=44100)
+    order = ["drums", "bass", "other", "vocals"]  # MUSDB18's stream order after the mixture
+    audio = np.stack([sum(stems.values())] + [stems[s] for s in order])
+    (tmp_path / "test").mkdir()
+    stempeg.write_stems(str(tmp_path / "test" / "Song A.stem.mp4"), audio, sample_rate=44100)
+    (track,) = musdb_tracks(tmp_path, "test")
+    assert track.name == "Song A" and track.rate == 44100
+    # AAC is lossy: the decoded vocals stay close to what was written.
+    decoded = track.sources["vocals"][: stems["vocals"].shape[0]]
+    error = np.mean((decoded - stems["vocals"][: decoded.shape[0]]) ** 2)
+    assert error < 0.1 * np.mean(stems["vocals"] ** 2)
+
+
+def test_cache_is_reused_and_rebuilt(hq_root, tmp_path):
+    (track,) = list(musdb_tracks(hq_root, "test"))
+    cached, built = cache_track(track, tmp_path, 22050)
+    assert built and cached.rate == 22050
+    assert cached.length == int(SECONDS * 22050)
+    np.testing.assert_allclose(
+        cached.sources["bass"][1000:1010],
+        keras_sep.audio.resample(track.sources["bass"], 44100, 22050)[1000:1010],
+    )
+    (track,) = list(musdb_tracks(hq_root, "test"))
+    assert cache_track(track, tmp_path, 22050)[1] is False  # reused: nothing decoded
+    assert track.sources._data is None
+
+    folder = next((tmp_path / "22050hz").iterdir())
+    npy = folder / "drums.npy"
+    npy.write_bytes(npy.read_bytes()[:1000])  # truncated: corrupt
+    assert cache_track(track, tmp_path, 22050)[1] is True
+    (folder / "meta.json").unlink()  # half-written: meta is written last
+    assert cache_track(track, tmp_path, 22050)[1] is True
+    wav = hq_root / "test" / toy.song_name(3) / "mixture.wav"
+    os.utime(wav, ns=(0, 10**9))  # the source file changed: stale
+    (track,) = list(musdb_tracks(hq_root, "test"))
+    assert cache_track(track, tmp_path, 22050)[1] is True
+
+
+@pytest.fixture(scope="module")
+def sampler(tmp_path_factory):
+    cached = cache_tracks(
+        toy_tracks(3, seed=7, seconds=2.0, sample_rate=22050), tmp_path_factory.mktemp("c"), 22050
+    )
+    augmentation = Augmentation.from_names(["channel_swap", "polarity", "remix"])
+    return SegmentSampler(cached, keras_sep.SOURCES, 4096, seed=3, augmentation=augmentation)
+
+
+def test_examples_follow_the_augmentation_rules(sampler):
+    raw, factors, swap = sampler.draw(0)
+    assert raw.shape == (4, 4096, 2) and raw.dtype == np.float32
+    for n in range(40):
+        _, factors, _ = sampler.draw(n)
+        assert np.all((np.abs(factors) >= 0.7) & (np.abs(factors) <= 1.0))
+    mixture, targets = sampler.batch(5, 8)
+    assert mixture.shape == (8, 4096, 2) and mixture.dtype == np.float32
+    np.testing.assert_allclose(sum(targets.values()), mixture, atol=1e-6)
+    # Deterministic from the seed, different across examples.
+    np.testing.assert_array_equal(sampler.batch(5, 8)[0], mixture)
+    assert not np.allclose(sampler.batch(6, 8)[0], mixture)
+
+
+def test_paper_augmentation_keeps_stems_aligned(sampler):
+    plain = SegmentSampler(sampler.tracks, keras_sep.SOURCES, 4096, seed=3)
+    raw, factors, swap = plain.draw(11)
+    assert not swap and np.all(factors > 0)
+    mixture, targets = plain.example(11)
+    np.testing.assert_allclose((targets / factors[:, None, None]), raw, rtol=1e-6, atol=1e-7)
+
+
+def test_tf_data_and_pydataset_yield_identical_batches(sampler):
+    tf_batches = list(pipeline.tf_dataset(sampler, 4, start_batch=2, num_batches=3))
+    py_batches = pipeline.TrainBatches(sampler, 4, start_batch=2, num_batches=3)
+    assert len(tf_batches) == len(py_batches) == 3
+    for (tf_x, tf_y), i in zip(tf_batches, range(3), strict=True):
+        py_x, py_y = py_batches[i]
+        np.testing.assert_array_equal(tf_x.numpy(), py_x)
+        for source in keras_sep.SOURCES:
+            np.testing.assert_array_equal(tf_y[source].numpy(), py_y[source])
+    tf_valid = list(pipeline.tf_validation_dataset(sampler, 4, 2))
+    py_valid = pipeline.ValidationBatches(sampler, 4, 2)
+    assert len(tf_valid) == len(py_valid)
+    np.testing.assert_array_equal(tf_valid[-1][0].numpy(), py_valid[len(py_valid) - 1][0])
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="valid keys"):
+        load_config("dilated_dense", ["batch_sise=4"])
+    with pytest.raises(ConfigError, match="shipped"):
+        load_config("no_such_config")
+    cfg = load_config("fig3b_blocks3_dense", ["model.kernel_size=5", "batch_size=2"])
+    assert cfg.model == {"num_blocks": 3, "dilation": "constant:512", "kernel_size": 5}
+    assert cfg.batch_size == 2 and cfg.epochs == 30
+
+
+SMALL = [
+    "preset=tiny",
+    "toy_songs=3",
+    "toy_valid_songs=1",
+    "toy_seconds=4",
+    "segment_length=2048",
+    "batch_size=4",
+    "steps_per_epoch=12",
+    "valid_segments_per_track=4",
+    "learning_rate=3e-3",
+    "jit_compile=false",
+]
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["--config", "dilated_dense", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "no training data" in capsys.readouterr().err
+    args = ["--data", "toy", "--out", str(tmp_path / "r"), "--set", "preset=tiny"]
+    assert main(["--config", "wave_u_net", "--set", "segment_length=1000", *args]) == 2
+    assert "not a multiple of 16" in capsys.readouterr().err
+    assert main(["--config", "dilated", "--set", "model.dilation=wide", *args]) == 2
+    assert "unknown dilation scheme" in capsys.readouterr().err
+    assert main(["--config", "dilated", "--musdb-root", str(tmp_path / "nope"), *args[2:]]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+class KillAfter:
+    """Stand-in for a killed process: stop hard after an epoch's backup is written."""
+
+    def __init__(self, epoch):
+        import keras
+
+        class _Kill(keras.callbacks.Callback):
+            def on_epoch_end(inner, e, logs=None):
+                if e + 1 == epoch:
+                    raise KeyboardInterrupt
+
+        self.callback = _Kill()
+
+
+def test_training_lowers_validation_loss_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    cfg = load_config(
+        "dilated_dense", [*SMALL, "epochs=3", f"cache_dir={tmp_path / 'cache'}", "data=[toy]"]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, progress=False, callbacks=[KillAfter(1).callback])
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    history = train(cfg, out, progress=False)  # the same command again resumes
+    assert len(history["val_loss"]) == 2  # epochs 2 and 3 only
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    val = [float(r["val_loss"]) for r in rows]
+    assert val[-1] < val[0], val
+    assert not (out / "backup").exists()  # removed after a finished run
+    info = json.loads((out / "config.json").read_text())
+    assert info["training"]["batch_size"] == 4 and info["best"]["val_loss"] == min(val)
+    assert (out / "history.png").stat().st_size > 1000
+    model = keras_sep.load(out)
+    assert model.arch_config.segment_length == 2048
+    with pytest.raises(ConfigError, match="already holds"):
+        train(cfg, out, progress=False)
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import tensorflow as tf
+        tf.get_logger().setLevel("INFO")  # logs the strategy's devices
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from keras_sep.training.config import load_config
+        from keras_sep.training.train import train
+        cfg = load_config("dilated", {SMALL!r} + ["epochs=1", "steps_per_epoch=3",
+                          "strategy=mirrored", "data=[toy]", "cache_dir={tmp_path / "cache"}"])
+        history = train(cfg, {str(tmp_path / "run")!r}, progress=False)
+        print("losses", history["loss"])
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Using MirroredStrategy with devices" in done.stderr
+    assert "CPU:0" in done.stderr and "CPU:1" in done.stderr
+    assert keras_sep.load(tmp_path / "run").count_params() > 0

@@ -1,0 +1,142 @@
+"""The training config: defaults are the paper's protocol (section 4); YAML files override them.
+
+A config file sets any of the ``TrainConfig`` fields; ``--set key=value`` on the command line
+overrides it (``--set model.num_blocks=3`` sets an architecture field). Unknown keys fail
+with the list of valid ones. The resolved config is saved in every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keras_sep.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+PIPELINES = ("auto", "tfdata", "pydataset")
+PRECISIONS = ("off", "auto", "bfloat16", "float16")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Model: a registry name, a preset, and field overrides (e.g. {"dilation": "constant:512"}).
+    architecture: str = "dilated_dense"
+    preset: str = "paper"
+    model: dict = field(default_factory=dict)
+    segment_length: int = 16384
+
+    # Data: "toy" (built-in synthetic songs) and/or MUSDB18 roots (stems or HQ layout).
+    data: tuple = ()
+    toy_songs: int = 24
+    toy_valid_songs: int = 4
+    toy_seconds: float = 20.0
+    gain: tuple = (0.7, 1.0)
+    augmentations: tuple = ()  # any of: channel_swap, polarity, remix
+    remix_probability: float = 0.5
+    silence_threshold_db: float | None = None  # skip segments with a quieter target
+    valid_segments_per_track: int = 8
+    cache_dir: str | None = None
+
+    # Optimisation (paper: Adam 1e-4, batch 16, ~80 epochs; 30 for the ablations).
+    epochs: int = 80
+    steps_per_epoch: int | None = None  # default: one pass's worth of the training audio
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    loss_reduction: str = "sum"  # of the per-source MSEs: "sum" or "mean"
+    early_stopping_patience: int | None = None
+    seed: int = 42
+
+    # Execution.
+    pipeline: str = "auto"  # tfdata where TensorFlow is installed, else pydataset
+    workers: int = 2  # PyDataset threads
+    mixed_precision: str = "off"  # auto: bfloat16 where the device has it, else float16
+    jit_compile: Any = "auto"
+    strategy: str = "default"  # tf.distribute: default, mirrored, multiworker
+
+    def __post_init__(self) -> None:
+        # YAML 1.1 reads "3e-3" as a string; accept it for float fields.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if str(f.type).startswith("float") and isinstance(value, str):
+                try:
+                    object.__setattr__(self, f.name, float(value))
+                except ValueError:
+                    raise ConfigError(f"{f.name} must be a number, got {value!r}") from None
+        for name in ("data", "gain", "augmentations"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "model", dict(self.model))
+        checks = {
+            "pipeline": PIPELINES,
+            "mixed_precision": PRECISIONS,
+            "strategy": STRATEGIES,
+            "loss_reduction": ("sum", "mean"),
+        }
+        for name, valid in checks.items():
+            if getattr(self, name) not in valid:
+                raise ConfigError(
+                    f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}"
+                )
+        if len(self.gain) != 2:
+            raise ConfigError(f"gain must be [min, max], got {list(self.gain)}")
+        for name in ("epochs", "batch_size", "segment_length", "valid_segments_per_track"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config file path, or the name of a shipped config (``dilated_dense``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {name!r} is neither a file nor a shipped config; shipped: {names}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value parsed as YAML (numbers, lists, null...)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+def load_config(
+    path: str | None = None, overrides: list[str] | None = None, **values
+) -> TrainConfig:
+    """Defaults, then the YAML file, then ``values``, then ``key=value`` overrides."""
+    settings: dict[str, Any] = {}
+    if path:
+        loaded = yaml.safe_load(resolve_config_path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must be a YAML mapping of config keys")
+        settings.update(loaded)
+    settings.update({k: v for k, v in values.items() if v is not None})
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key.startswith("model."):
+            settings["model"] = {**settings.get("model", {}), key[len("model.") :]: value}
+        else:
+            settings[key] = value
+    unknown = sorted(set(settings) - set(TrainConfig.field_names()))
+    if unknown:
+        raise ConfigError(
+            f"unknown training config key(s) {unknown}; valid keys: {TrainConfig.field_names()} "
+            "(architecture fields go under model, e.g. --set model.num_blocks=3)"
+        )
+    return TrainConfig(**settings)

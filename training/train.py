@@ -1,0 +1,360 @@
+"""Train a separation model with ``model.fit``.
+
+    python training/train.py --config training/configs/dilated_dense.yaml --musdb-root ~/musdb18hq
+    python training/train.py --config dilated_dense --data toy --set preset=tiny --epochs 2
+
+The run folder (``--out``) is a model folder (config.json + model.weights.h5 of the best
+validation loss) plus train_config.yaml, history.csv, history.png, TensorBoard logs and,
+while training, a backup/ that lets a killed run resume where it stopped: run the
+same command again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+# Run as a script, this folder is sys.path[0]; the package is what we import.
+if __package__ in (None, ""):
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+from keras_sep.errors import ConfigError, DataError, KerasSepError  # noqa: E402
+from keras_sep.training.config import (  # noqa: E402
+    PRECISIONS,
+    STRATEGIES,
+    TrainConfig,
+    load_config,
+)
+
+BACKENDS = ("tensorflow", "jax", "torch")
+BACKUP_DIR = "backup"
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train Wave-U-Net, Dilated U-Net or Dilated Dense U-Net on MUSDB18 or the "
+        "built-in synthetic songs. Defaults follow the paper (Adam 1e-4, batch 16, "
+        "16384-sample segments, gains in [0.7, 1]).",
+        epilog="Examples:\n"
+        "  python training/train.py --config dilated_dense --musdb-root ~/musdb18hq\n"
+        "  python training/train.py --config dilated_dense --data toy --set preset=tiny "
+        "--epochs 2\n"
+        "Run the same command again to resume an interrupted run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        default="dilated_dense",
+        help="YAML file or shipped config name (default: dilated_dense)",
+    )
+    p.add_argument(
+        "--musdb-root",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="MUSDB18 or MUSDB18-HQ root (repeat to combine roots)",
+    )
+    p.add_argument("--data", choices=["toy"], help="train on the built-in synthetic songs")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a config key, e.g. --set batch_size=4 --set model.num_blocks=3",
+    )
+    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--seed", type=int, help="random seed (data sampling and initialisation)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)",
+    )
+    p.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy")
+    p.add_argument(
+        "--mixed-precision",
+        choices=PRECISIONS,
+        help="auto: bfloat16 where the device has it, else float16 with loss scaling",
+    )
+    p.add_argument("--jit-compile", choices=["auto", "true", "false"], help="XLA / jit compile")
+    p.add_argument("--cache-dir", help="where decoded, resampled stems are cached")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh even if --out already holds a finished run",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def select_backend(name: str | None) -> str:
+    """Make ``name`` the Keras backend; it must be chosen before Keras is imported."""
+    name = name or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise ConfigError(
+                f"Keras is already running on {keras.backend.backend()}; start a new process "
+                f"with KERAS_BACKEND={name} to train on {name}"
+            )
+    os.environ["KERAS_BACKEND"] = name
+    return name
+
+
+def have_tensorflow() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    data = [*(["toy"] if args.data else []), *args.musdb_root]
+    jit = {"true": True, "false": False}.get(args.jit_compile, args.jit_compile)
+    return load_config(
+        args.config,
+        args.overrides,
+        data=data or None,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
+        jit_compile=jit,
+        cache_dir=args.cache_dir,
+    )
+
+
+def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], progress: bool):
+    """Cached (train, valid) tracks from every data source of the config."""
+    from keras_sep.data.cache import cache_tracks, default_cache_dir
+    from keras_sep.data.tracks import musdb_tracks, toy_tracks
+
+    if not cfg.data:
+        raise DataError("no training data: pass --musdb-root PATH or --data toy")
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    train, valid = [], []
+    for source in cfg.data:
+        if source == "toy":
+            train += toy_tracks(
+                cfg.toy_songs, seed=0, seconds=cfg.toy_seconds, sample_rate=sample_rate
+            )
+            valid += toy_tracks(
+                cfg.toy_valid_songs, seed=1, seconds=cfg.toy_seconds, sample_rate=sample_rate
+            )
+            continue
+        train += musdb_tracks(source, "train", "train", sources)
+        try:
+            valid += musdb_tracks(source, "train", "valid", sources)
+        except DataError:
+            print(f"note: {source} has no validation tracks (musdb split 'valid')", file=sys.stderr)
+    if not valid:
+        raise DataError("no validation tracks in any data source; add --data toy or a MUSDB root")
+    return (
+        cache_tracks(train, cache, sample_rate, progress),
+        cache_tracks(valid, cache, sample_rate, progress),
+    )
+
+
+def resume_epoch(out: Path) -> int:
+    """The epoch a killed run had finished (BackupAndRestore's record), else 0."""
+    try:
+        return int(json.loads((out / BACKUP_DIR / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def choose_precision(setting: str) -> str | None:
+    """The Keras dtype policy for ``--mixed-precision``."""
+    if setting == "off":
+        return None
+    if setting in ("bfloat16", "float16"):
+        return f"mixed_{setting}"
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        fp16 = torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
+    elif backend == "jax":
+        import jax
+
+        # TPUs and Ampere-or-newer GPUs compute bfloat16 natively; older GPUs need float16.
+        device = jax.devices()[0]
+        fp16 = device.platform == "gpu" and float(getattr(device, "compute_capability", 8)) < 8
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+        fp16 = bool(gpus) and details.get("compute_capability", (8, 0))[0] < 8
+    return "mixed_float16" if fp16 else "mixed_bfloat16"
+
+
+def make_strategy(name: str):
+    if name == "default":
+        return None
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError(f"--strategy {name} uses tf.distribute and needs --backend tensorflow")
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def train(
+    cfg: TrainConfig,
+    out: Path,
+    progress: bool = True,
+    overwrite: bool = False,
+    callbacks: list | None = None,
+) -> dict:
+    """Train according to ``cfg`` into the run folder ``out``; returns fit's history.
+
+    ``callbacks`` are appended to the run's own (backup, best model, logs).
+    """
+    import keras
+
+    from keras_sep.data.sampler import Augmentation, SegmentSampler
+    from keras_sep.models import SeparationModel, get_config
+    from keras_sep.training import pipeline
+    from keras_sep.training.callbacks import SaveBest, plot_history
+
+    out = Path(out)
+    start_epoch = resume_epoch(out)
+    if (out / "config.json").exists() and start_epoch == 0 and not overwrite:
+        raise ConfigError(f"{out} already holds a trained model; pass another --out or --overwrite")
+    if start_epoch >= cfg.epochs:
+        raise ConfigError(f"{out} has already trained {start_epoch} of {cfg.epochs} epochs")
+    model_cfg = get_config(
+        cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model
+    )
+    backend = keras.backend.backend()
+    pipeline_name = cfg.pipeline
+    if pipeline_name == "auto":
+        pipeline_name = "tfdata" if have_tensorflow() else "pydataset"
+    if pipeline_name == "tfdata" and not have_tensorflow():
+        raise ConfigError("pipeline 'tfdata' needs TensorFlow; use --set pipeline=pydataset")
+
+    keras.utils.set_random_seed(cfg.seed)
+    policy = choose_precision(cfg.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy or "float32")
+    strategy = make_strategy(cfg.strategy)
+
+    train_tracks, valid_tracks = load_tracks(
+        cfg, model_cfg.sample_rate, model_cfg.sources, progress
+    )
+    augmentation = Augmentation.from_names(cfg.augmentations, cfg.gain, cfg.remix_probability)
+    sampler_args = dict(
+        sources=model_cfg.sources, segment_length=model_cfg.segment_length, seed=cfg.seed
+    )
+    sampler = SegmentSampler(
+        train_tracks,
+        augmentation=augmentation,
+        silence_threshold_db=cfg.silence_threshold_db,
+        **sampler_args,
+    )
+    valid_sampler = SegmentSampler(valid_tracks, **sampler_args)
+    steps = cfg.steps_per_epoch or sampler.steps_per_epoch(cfg.batch_size)
+    remaining = (cfg.epochs - start_epoch) * steps
+    if pipeline_name == "tfdata":
+        train_data = pipeline.tf_dataset(sampler, cfg.batch_size, start_epoch * steps, remaining)
+        valid_data = pipeline.tf_validation_dataset(
+            valid_sampler, cfg.batch_size, cfg.valid_segments_per_track
+        )
+    else:
+        train_data = pipeline.TrainBatches(
+            sampler, cfg.batch_size, start_epoch * steps, remaining, cfg.workers
+        )
+        valid_data = pipeline.ValidationBatches(
+            valid_sampler, cfg.batch_size, cfg.valid_segments_per_track
+        )
+
+    scope = strategy.scope() if strategy else contextlib.nullcontext()
+    with scope:
+        model = SeparationModel(cfg.architecture, model_cfg)
+        weight = 1.0 if cfg.loss_reduction == "sum" else 1.0 / len(model_cfg.sources)
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+            loss={s: "mse" for s in model_cfg.sources},
+            loss_weights={s: weight for s in model_cfg.sources},
+            jit_compile=cfg.jit_compile,
+        )
+
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        **cfg.to_dict(),
+        "backend": backend,
+        "pipeline": pipeline_name,
+        "dtype_policy": policy or "float32",
+        "steps_per_epoch": steps,
+    }
+    (out / "train_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    run_callbacks = [
+        keras.callbacks.BackupAndRestore(str(out / BACKUP_DIR)),
+        SaveBest(out, metadata={"training": resolved}),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=start_epoch > 0),
+    ]
+    if have_tensorflow():
+        run_callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
+    callbacks = run_callbacks + list(callbacks or [])
+    if cfg.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(patience=cfg.early_stopping_patience, verbose=1)
+        )
+    if start_epoch:
+        print(f"resuming {out} after epoch {start_epoch}", file=sys.stderr)
+    started = time.time()
+    try:
+        history = model.fit(
+            train_data,
+            epochs=cfg.epochs,
+            steps_per_epoch=steps,
+            validation_data=valid_data,
+            callbacks=callbacks,
+            shuffle=False,  # examples are already drawn at random by the sampler
+            verbose=1 if progress else 0,
+        )
+    finally:
+        # fit skips on_train_end when interrupted (Ctrl-C); don't leave the log open.
+        for callback in callbacks:
+            if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:
+                callback.csv_file.close()
+    plot_history(out / "history.csv", out / "history.png")
+    print(f"trained {out} in {time.time() - started:.0f} s", file=sys.stderr)
+    return history.history
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        select_backend(args.backend)
+        cfg = config_from_args(args)
+        name = Path(args.config).stem
+        out = Path(args.out or Path("runs") / name)
+        train(cfg, out, progress=not args.quiet, overwrite=args.overwrite)
+    except KerasSepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"model folder: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -180,3 +180,34 @@ def write_audio(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_stems(
+    folder: str | os.PathLike,
+    stems: dict[str, np.ndarray],
+    rate: int,
+    fmt: str = "wav",
+    bit_depth: str = "16",
+) -> Path:
+    """Write ``folder/<stem>.<fmt>`` for every stem, all or nothing.
+
+    The files go to a temporary sibling folder that replaces ``folder`` only once every
+    stem is written, so a failure leaves neither a partial set nor a half-written file.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    try:
+        for name, audio in stems.items():
+            write_audio(tmp / f"{name}.{fmt}", audio, rate, bit_depth)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+            os.replace(folder, old / "stems")
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

@@ -64,7 +64,7 @@ def separate(
     segment: int | None = None,
     overlap: float = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> dict[str, np.ndarray]:
     """Separate ``mixture`` (time, channels) float32 at the model's sample rate.
 
@@ -73,6 +73,7 @@ def separate(
     fraction ``overlap``, run ``batch_size`` at a time, and overlap-added with
     flat-top weights normalised to sum to one, so a model returning its input
     reconstructs the input exactly. Memory holds the outputs plus one batch.
+    ``progress`` shows a progress bar (a string labels it).
     Returns one (time, channels) float32 array per source, in the model's source order.
     """
     cfg = model.arch_config
@@ -99,7 +100,8 @@ def separate(
         from tqdm.auto import tqdm
 
         n = -(-len(starts) // batch_size)
-        batches = tqdm(batches, total=n, unit="batch", leave=False, dynamic_ncols=True)
+        label = progress if isinstance(progress, str) else None
+        batches = tqdm(batches, total=n, desc=label, unit="batch", leave=False, dynamic_ncols=True)
     for chunk, batch in batches:
         estimates = model.predict_on_batch(batch)
         for source in cfg.sources:

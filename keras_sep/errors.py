@@ -36,3 +36,7 @@ def require(module: str, feature: str):
             f"{feature} needs the '{module}' package, which is not importable here ({e}); "
             f"install it (pip install keras-sep pulls it in) or use a feature that does not need it"
         ) from None
+
+
+class ExportError(KerasSepError):
+    """An export that cannot be done: bad options, a converter that refuses, a parity failure."""

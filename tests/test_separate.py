@@ -135,7 +135,7 @@ def test_writes_are_atomic(tmp_path):
     good = np.zeros((1000, 2), "float32")
     write_stems(tmp_path / "song", {"vocals": good, "drums": good}, 22050)
     before = sorted(p.name for p in (tmp_path / "song").iterdir())
-    with pytest.raises(Exception):  # the second stem cannot be written
+    with pytest.raises(ValueError):  # the second stem cannot be written (3-D array)
         write_stems(tmp_path / "song", {"vocals": good, "drums": np.zeros((2, 2, 2))}, 22050)
     # The previous complete set is untouched and nothing partial is left anywhere.
     assert sorted(p.name for p in (tmp_path / "song").iterdir()) == before

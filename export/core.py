@@ -1,0 +1,277 @@
+"""Export a model folder to SavedModel, TFLite and ONNX, check each against Keras, write a manifest.
+
+Everything is written into a hidden sibling of the output folder and renamed into place
+only when every artifact converted and matched Keras, so a failure leaves no
+half-written folder behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import keras_sep
+from keras_sep.errors import ExportError, KerasSepError, require
+from keras_sep.folder import read_config
+from keras_sep.serving import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE, config_summary
+
+from .common import first_line, max_abs_error
+from .onnx_model import DEFAULT_OPSET, check_opset
+from .tflite import QUANTIZE
+
+FORMATS = ("saved_model", "tflite", "onnx")
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
+ONNX_FILE = "model.onnx"
+INPUT_NAME = "mixture"
+# Largest max-abs error against Keras on random input in [-0.5, 0.5]. Float32 artifacts
+# must stay within 1e-4 or the export fails; the quantized bounds are what the tests hold
+# the tiny presets to, about 3x the largest errors measured (docs/export.md).
+TOLERANCE = {"none": 1e-4, "float16": 2e-3, "dynamic": 2e-2}
+CHECK_LENGTH = 4096
+
+
+def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    """The requested formats in canonical order, or ``ExportError`` naming the valid ones."""
+    formats = list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown export format(s) {unknown}; valid formats: {list(FORMATS)}")
+    if not formats:
+        raise ExportError(f"no export format given; valid formats: {list(FORMATS)}")
+    return tuple(f for f in FORMATS if f in formats)
+
+
+def runner_class(fmt: str) -> type:
+    """The predictor class that runs an artifact of format ``fmt``."""
+    check_formats([fmt])
+    if fmt == "saved_model":
+        from .saved_model import SavedModelRunner as cls
+    elif fmt == "tflite":
+        from .tflite import TFLiteRunner as cls
+    else:
+        from .onnx_model import OnnxRunner as cls
+    return cls
+
+
+def load_artifact(export_dir: str | os.PathLike, fmt: str, **kwargs: Any):
+    """A predictor for artifact ``fmt`` of an export folder, usable with ``keras_sep.separate``.
+
+    ``kwargs`` go to the runner (``num_threads`` for TFLite and ONNX Runtime).
+    """
+    from keras_sep.serving import read_manifest
+
+    manifest = read_manifest(export_dir)
+    entry = manifest.get("artifacts", {}).get(fmt)
+    if entry is None:
+        raise ExportError(
+            f"{export_dir} has no {fmt} artifact; it holds {sorted(manifest.get('artifacts', {}))}"
+        )
+    return runner_class(fmt)(Path(export_dir) / entry["path"], manifest, **kwargs)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; pass a folder to create")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST_FILE).is_file():
+            raise ExportError(
+                f"--out {out} is a non-empty folder that is not an export; pass a new folder"
+            )
+        if not overwrite:
+            raise ExportError(
+                f"--out {out} already holds an export; pass --overwrite to replace it"
+            )
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move the finished export into place, replacing an earlier export at ``out``."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` except the manifest, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): _sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {}
+    for name in ("keras", "tensorflow-cpu", "tensorflow", "tf2onnx", "onnx", "onnxruntime"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            found[name] = md.version(name)
+    return found
+
+
+def export_folder(
+    folder: str | os.PathLike,
+    out: str | os.PathLike,
+    formats: Iterable[str] = FORMATS,
+    quantize: str = "none",
+    opset: int = DEFAULT_OPSET,
+    model_version: int = 1,
+    overwrite: bool = False,
+    verify: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Export the model folder ``folder`` into ``out``; returns the manifest written there.
+
+    ``out`` gets ``saved_model/<model_version>/`` (TF Serving layout), ``model.tflite``
+    (``quantize``: none, dynamic or float16), ``model.onnx`` (``opset``) and
+    ``manifest.json``. With ``verify`` each artifact runs on random input and is compared
+    with Keras; a float32 artifact off by more than 1e-4 fails the export.
+    """
+    log = log or (lambda message: None)
+    # Check every option before the slow part, so a typo costs nothing.
+    formats = check_formats(formats)
+    if quantize not in QUANTIZE:
+        raise ExportError(f"unknown quantization {quantize!r}; valid: {list(QUANTIZE)}")
+    if model_version < 1:
+        raise ExportError(f"model version must be a positive integer, got {model_version}")
+    out = Path(out)
+    _check_out(out, overwrite)
+    architecture, _ = read_config(folder)
+    if "onnx" in formats:
+        check_opset(opset)
+    require("tensorflow", "export")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(
+            f"export needs the TensorFlow Keras backend, not {keras.backend.backend()!r}; "
+            "run it with KERAS_BACKEND=tensorflow"
+        )
+
+    # "native" convolutions: plain dilated convs, which every converter maps to builtins.
+    model = keras_sep.load(folder, conv_impl="native")
+    cfg = model.arch_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        manifest = _export(
+            model, architecture, cfg, staging, formats, quantize, opset, model_version, log
+        )
+        if verify:
+            _verify(model, cfg, staging, manifest, log)
+        manifest["model_folder"] = str(Path(folder).resolve())
+        manifest["checksums"] = checksums(staging)
+        # A plain write: the whole folder becomes visible at once, by the rename below.
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"wrote {out}")
+    return manifest
+
+
+def _export(model, architecture, cfg, staging, formats, quantize, opset, model_version, log):
+    """Write the artifacts into ``staging``; returns the manifest without checksums."""
+    from .onnx_model import convert_onnx
+    from .saved_model import write_saved_model
+    from .tflite import convert_tflite, tflite_ops
+
+    shape = [None, None, cfg.channels]
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "keras_sep_version": keras_sep.__version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "architecture": architecture,
+        **config_summary(cfg),
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": shape},
+        "outputs": [{"name": s, "dtype": "float32", "shape": shape} for s in cfg.sources],
+        "artifacts": {},
+        "converters": _versions(),
+    }
+    artifacts = manifest["artifacts"]
+    saved_model = Path(SAVED_MODEL_DIR) / str(model_version)
+    if "saved_model" in formats or "tflite" in formats:
+        # TFLite converts from the SavedModel, so it is written even when not requested.
+        log(f"SavedModel -> {saved_model}")
+        write_saved_model(model, staging / saved_model)
+    if "saved_model" in formats:
+        artifacts["saved_model"] = {
+            "path": saved_model.as_posix(),
+            "model_version": model_version,
+            "signature": SIGNATURE,
+            "quantize": "none",
+        }
+    if "tflite" in formats:
+        log(f"TFLite ({quantize}) -> {TFLITE_FILE}")
+        convert_tflite(staging / saved_model, staging / TFLITE_FILE, quantize)
+        artifacts["tflite"] = {
+            "path": TFLITE_FILE,
+            "signature": SIGNATURE,
+            "quantize": quantize,
+            "dynamic_shape": True,
+            "ops": tflite_ops(staging / TFLITE_FILE),
+        }
+    if "saved_model" not in formats and (staging / SAVED_MODEL_DIR).exists():
+        shutil.rmtree(staging / SAVED_MODEL_DIR)
+    if "onnx" in formats:
+        log(f"ONNX (opset {opset}) -> {ONNX_FILE}")
+        convert_onnx(model, staging / ONNX_FILE, opset)
+        artifacts["onnx"] = {"path": ONNX_FILE, "opset": opset, "quantize": "none"}
+    return manifest
+
+
+def _verify(model, cfg, staging: Path, manifest: dict[str, Any], log) -> None:
+    """Run every artifact on the same random input as Keras and record the max abs error."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, 0.5, (2, cfg.valid_length(CHECK_LENGTH), cfg.channels))
+    x = x.astype(np.float32)
+    reference = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+    for fmt, entry in manifest["artifacts"].items():
+        try:
+            runner = runner_class(fmt)(staging / entry["path"], manifest)
+            error = max_abs_error(reference, runner.predict_on_batch(x))
+        except KerasSepError:
+            raise
+        except Exception as e:  # a runtime that refuses the converted model
+            raise ExportError(f"the exported {fmt} model does not run: {first_line(e)}") from None
+        tolerance = TOLERANCE[entry["quantize"]]
+        entry["max_abs_error"] = error
+        entry["tolerance"] = tolerance
+        log(f"{fmt}: max abs error vs Keras {error:.2e} (bound {tolerance:.0e})")
+        if entry["quantize"] != "none" and error > tolerance:
+            # Quantization error depends on the weights; report it, the user decides.
+            log(f"{fmt}: above the bound the tests hold tiny models to; listen before use")
+        elif error > tolerance:
+            raise ExportError(
+                f"the exported {fmt} model differs from Keras by {error:.3g} > {tolerance:g} "
+                "on random input; nothing was written"
+            )

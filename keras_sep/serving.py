@@ -1,0 +1,249 @@
+"""Separate audio through an exported model: the export manifest and a TF Serving client.
+
+An export folder (written by ``python -m export`` / ``keras-sep export``) holds a
+``manifest.json`` that describes the model: sources, sample rate, channels, the
+valid-length rule, the input and output names. ``ExportedModel`` turns a manifest into
+the two members the one separation routine needs (``arch_config``, ``predict_on_batch``);
+the SavedModel, TFLite and ONNX Runtime runners in ``keras_sep.export`` and the TF Serving
+client below are its subclasses, so they all separate through ``keras_sep.separate``.
+
+The client speaks TF Serving's REST API with the standard library only (no TensorFlow)::
+
+    python -m keras_sep.serving song.wav --manifest artifacts/manifest.json \\
+        --url http://localhost:8501 --model-name keras_sep -o separated/
+
+gRPC is not offered: ``tensorflow-serving-api`` requires the ``tensorflow`` package,
+which would be installed beside our pinned ``tensorflow-cpu`` (see docs/export.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_sep import config as config_module
+from keras_sep.config import BaseConfig
+from keras_sep.errors import ExportError, KerasSepError
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "keras-sep-export/1"
+SIGNATURE = "serving_default"
+DEFAULT_MODEL_NAME = "keras_sep"
+DEFAULT_URL = "http://localhost:8501"
+
+
+class ServingError(KerasSepError):
+    """TF Serving could not be reached or refused a request."""
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed manifest of an export folder (or of the ``manifest.json`` path itself)."""
+    path = Path(path)
+    file = path / MANIFEST_FILE if path.is_dir() else path
+    hint = "pass a folder written by `python -m export` (it holds manifest.json)"
+    if not file.is_file():
+        raise ExportError(f"{file} does not exist; {hint}")
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{file} is not valid JSON ({e}); {hint}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ExportError(f"{file} is not a keras-sep export manifest ({MANIFEST_FORMAT!r})")
+    return manifest
+
+
+def manifest_config(manifest: Mapping[str, Any]) -> BaseConfig:
+    """The architecture config a manifest describes, rebuilt without importing Keras."""
+    name = manifest.get("config_class")
+    cls = getattr(config_module, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseConfig)):
+        raise ExportError(f"manifest names an unknown config class {name!r}")
+    try:
+        return cls.from_dict(manifest["config"])
+    except (KerasSepError, KeyError, TypeError) as e:
+        raise ExportError(f"manifest does not hold a valid {name} config: {e}") from None
+
+
+def config_summary(cfg: BaseConfig) -> dict[str, Any]:
+    """Manifest fields that describe the model's interface (what a client must know)."""
+    multiple = cfg.length_multiple
+    rule = (
+        "any length"
+        if multiple == 1
+        else f"a positive multiple of {multiple} samples (zero-pad, then crop the outputs)"
+    )
+    return {
+        "config_class": type(cfg).__name__,
+        "config": cfg.to_dict(),
+        "sources": list(cfg.sources),
+        "sample_rate": cfg.sample_rate,
+        "channels": cfg.channels,
+        "segment_length": cfg.segment_length,
+        "valid_length": {"multiple": multiple, "rule": f"time must be {rule}"},
+    }
+
+
+class ExportedModel:
+    """Base of the predictors that run an exported model; the config comes from its manifest.
+
+    Subclasses implement ``_run(x)`` returning one array per output name.
+    """
+
+    def __init__(self, manifest: Mapping[str, Any]):
+        self.manifest = dict(manifest)
+        self.arch_config = manifest_config(manifest)
+        self.input_name = manifest.get("input", {}).get("name", "mixture")
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.arch_config.sources
+
+    def check_batch(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as float32 (batch, time, channels) of a length the model accepts."""
+        cfg = self.arch_config
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3 or x.shape[2] != cfg.channels:
+            raise ValueError(f"expected (batch, time, {cfg.channels}) input, got {x.shape}")
+        if x.shape[1] < 1 or x.shape[1] % cfg.length_multiple:
+            raise ValueError(
+                f"time length {x.shape[1]} is not accepted: it must be a positive multiple of "
+                f"{cfg.length_multiple} (use arch_config.valid_length)"
+            )
+        return x
+
+    def predict_on_batch(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """One (batch, time, channels) float32 array per source."""
+        outputs = self._run(self.check_batch(x))
+        missing = [s for s in self.sources if s not in outputs]
+        if missing:
+            raise ExportError(f"the model returned {sorted(outputs)}, not the sources {missing}")
+        return {s: np.asarray(outputs[s], dtype=np.float32) for s in self.sources}
+
+    def _run(self, x: np.ndarray) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+
+class ServingClient(ExportedModel):
+    """A model served by TF Serving, used through its REST API (``POST .../:predict``).
+
+    ``manifest`` is the export folder, its ``manifest.json`` or the parsed dict; it gives
+    the sources, sample rate and valid-length rule, which TF Serving does not report.
+    """
+
+    def __init__(
+        self,
+        manifest: Mapping[str, Any] | str | os.PathLike,
+        url: str = DEFAULT_URL,
+        model_name: str = DEFAULT_MODEL_NAME,
+        version: int | None = None,
+        signature: str = SIGNATURE,
+        timeout: float = 300.0,
+    ):
+        if not isinstance(manifest, Mapping):
+            manifest = read_manifest(manifest)
+        super().__init__(manifest)
+        self.url = url.rstrip("/")
+        self.model_name = model_name
+        self.signature = signature
+        self.timeout = timeout
+        self.model_url = f"{self.url}/v1/models/{model_name}"
+        if version is not None:
+            self.model_url += f"/versions/{int(version)}"
+
+    def _request(self, url: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            try:
+                reason = json.loads(e.read()).get("error", "")
+            except (ValueError, AttributeError):
+                reason = ""
+            raise ServingError(
+                f"TF Serving at {url} answered HTTP {e.code}: {reason or e.reason}"
+            ) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ServingError(
+                f"cannot reach TF Serving at {self.url} ({reason}); start it with "
+                "--rest_api_port (docker: -p 8501:8501) and check --url"
+            ) from None
+
+    def check(self) -> None:
+        """Compare the served signature with the manifest; raise ``ServingError`` on mismatch."""
+        meta = self._request(f"{self.model_url}/metadata")
+        try:
+            signature = meta["metadata"]["signature_def"]["signature_def"][self.signature]
+        except (KeyError, TypeError):
+            raise ServingError(
+                f"model {self.model_name!r} has no signature {self.signature!r}"
+            ) from None
+        inputs, outputs = signature.get("inputs", {}), signature.get("outputs", {})
+        if self.input_name not in inputs or sorted(outputs) != sorted(self.sources):
+            raise ServingError(
+                f"served signature takes {sorted(inputs)} and returns {sorted(outputs)}, but the "
+                f"manifest expects {self.input_name!r} -> {sorted(self.sources)}; "
+                "is --model-name the model this manifest was exported with?"
+            )
+
+    def _run(self, x: np.ndarray) -> Mapping[str, Any]:
+        body = {"signature_name": self.signature, "inputs": {self.input_name: x.tolist()}}
+        outputs = self._request(f"{self.model_url}:predict", body).get("outputs")
+        if outputs is None:
+            raise ServingError("TF Serving's answer has no 'outputs'")
+        # The columnar format gives a bare list when the signature has one output.
+        return outputs if isinstance(outputs, dict) else {self.sources[0]: outputs}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_sep.serving",
+        description="Separate audio files through a model served by TF Serving (REST API).",
+    )
+    parser.add_argument("files", nargs="+", help="audio files to separate")
+    parser.add_argument(
+        "--manifest", required=True, help="the export folder (or its manifest.json)"
+    )
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"REST address (default {DEFAULT_URL})")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="TF Serving MODEL_NAME")
+    parser.add_argument("--version", type=int, default=None, help="model version (default: latest)")
+    parser.add_argument("-o", "--out", default="separated", help="output folder")
+    parser.add_argument("--batch-size", type=int, default=4, help="segments per request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Separate each file to ``OUT/<file stem>/<source>.wav``."""
+    from keras_sep.audio import write_audio
+    from keras_sep.separate import separate_file
+
+    args = get_parser().parse_args(argv)
+    try:
+        client = ServingClient(args.manifest, args.url, args.model_name, args.version)
+        client.check()
+        for file in args.files:
+            result = separate_file(client, file, batch_size=args.batch_size, progress=True)
+            folder = Path(args.out) / Path(file).stem
+            for source, stem in result.stems.items():
+                write_audio(folder / f"{source}.wav", stem, result.sample_rate)
+            print(f"{file}: {len(result.stems)} stems in {folder}")
+    except KerasSepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_sep.errors import AudioError
+from keras_sep.folder import publish
 
 DECODERS = ("auto", "soundfile", "ffmpeg", "tfio")
 # Output formats: extension -> (soundfile format, subtypes by bit depth name).
@@ -175,7 +176,7 @@ def write_audio(
     os.close(fd)
     try:
         sf.write(tmp, audio, rate, format=fmt, subtype=subtypes[bit_depth])
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -203,10 +204,10 @@ def write_stems(
         if folder.exists():
             old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
             os.replace(folder, old / "stems")
-            os.replace(tmp, folder)
+            publish(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, folder)
+            publish(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

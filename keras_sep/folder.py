@@ -26,6 +26,18 @@ FORMAT = "keras-sep-model/1"
 RUNTIME_FIELDS = ("conv_impl", "segment_length")
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temporary file or folder onto ``path`` with the usual permissions.
+
+    ``mkstemp`` / ``mkdtemp`` make them private to their owner; a model folder, a stem or
+    an export must be readable by others (a server account) like any file the user writes.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, (0o777 if os.path.isdir(tmp) else 0o666) & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
@@ -33,7 +45,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,5 +1,7 @@
 """The overlap-add routine, audio I/O and their errors."""
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -135,6 +137,11 @@ def test_writes_are_atomic(tmp_path):
     good = np.zeros((1000, 2), "float32")
     write_stems(tmp_path / "song", {"vocals": good, "drums": good}, 22050)
     before = sorted(p.name for p in (tmp_path / "song").iterdir())
+    umask = os.umask(0)
+    os.umask(umask)
+    # Temporary files are private; the published ones get the usual permissions.
+    assert (tmp_path / "song" / "vocals.wav").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "song").stat().st_mode & 0o777 == 0o777 & ~umask
     with pytest.raises(ValueError):  # the second stem cannot be written (3-D array)
         write_stems(tmp_path / "song", {"vocals": good, "drums": np.zeros((2, 2, 2))}, 22050)
     # The previous complete set is untouched and nothing partial is left anywhere.

@@ -12,10 +12,26 @@ from keras_sep.config import BaseConfig
 from keras_sep.layers import Decimate1D, DilatedConv1D, DilatedConv1DTranspose, LinearUpsample1D
 
 
+def conv_layer(filters, kernel_size, dilation, name, impl, transpose=False, **kwargs):
+    """The convolution layer for ``impl``: ours, or plain Keras layers for ``impl="keras"``.
+
+    Both hold the same weights (kernel and bias, Keras's layouts), so they can be swapped.
+    """
+    if impl == "keras":
+        layer = keras.layers.Conv1DTranspose if transpose else keras.layers.Conv1D
+        return layer(
+            filters, kernel_size, padding="same", dilation_rate=dilation, name=name, **kwargs
+        )
+    layer = DilatedConv1DTranspose if transpose else DilatedConv1D
+    return layer(filters, kernel_size, dilation, impl=impl, name=name, **kwargs)
+
+
 def conv(x, filters: int, kernel_size: int, dilation: int, name: str, impl: str, transpose=False):
     """A (transposed) dilated convolution followed by LeakyReLU, as every layer of the paper."""
-    layer = DilatedConv1DTranspose if transpose else DilatedConv1D
-    return layer(filters, kernel_size, dilation, activation="leaky_relu", impl=impl, name=name)(x)
+    layer = conv_layer(
+        filters, kernel_size, dilation, name, impl, transpose, activation="leaky_relu"
+    )
+    return layer(x)
 
 
 def concat(tensors: list, name: str):
@@ -74,8 +90,8 @@ def source_head(features, mixture, cfg: BaseConfig) -> dict:
     """
     x = keras.layers.Concatenate(name="head_input")([features, mixture])
     outputs = {
-        source: DilatedConv1D(
-            cfg.channels, 1, activation="tanh", impl=cfg.conv_impl, name=source, dtype="float32"
+        source: conv_layer(
+            cfg.channels, 1, 1, source, cfg.conv_impl, activation="tanh", dtype="float32"
         )(x)
         for source in cfg.estimated_sources
     }

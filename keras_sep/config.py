@@ -14,7 +14,7 @@ from keras_sep.errors import ConfigError
 
 SOURCES = ("vocals", "drums", "bass", "other")
 OUTPUT_MODES = ("difference", "direct")
-CONV_IMPLS = ("auto", "native", "phase")
+CONV_IMPLS = ("auto", "native", "phase", "keras")
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,10 @@ class BaseConfig:
     # "difference": estimate K-1 sources, the last is mixture minus their sum
     # (the paper's energy conservation); "direct": estimate all K.
     output: str = "difference"
-    # How convolutions compute (same weights and function either way):
-    # "native" dilated conv, "phase" space-to-batch, "auto" picks per backend/device.
+    # How convolutions compute (same weights and function either way): "native" dilated
+    # conv, "phase" space-to-batch, "auto" picks per backend/device; "keras" builds plain
+    # keras.layers.Conv1D / Conv1DTranspose, the reference for benchmarks (TensorFlow's
+    # CPU kernels cannot run its dilated transposed convolutions).
     conv_impl: str = "auto"
 
     # Subclasses declare the arguments of their presets.

@@ -44,8 +44,8 @@ def resolve_impl(impl: str, dilation: int) -> str:
     """The formulation 'auto' stands for on this backend and device."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv impl must be one of {list(CONV_IMPLS)}, got {impl!r}")
-    if dilation == 1:
-        return "native"  # the two formulations coincide
+    if dilation == 1 or impl == "keras":
+        return "native"  # the formulations coincide; "keras" layers are built in blocks.py
     if impl == "auto":
         return "phase" if _accelerator_prefers_phase() else "native"
     return impl

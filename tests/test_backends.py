@@ -1,0 +1,122 @@
+"""Every Keras backend: the model battery, .keras files across backends, and no-TensorFlow training.
+
+A Keras process has one backend, so each backend runs in its own subprocess.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_sep
+
+ROOT = Path(__file__).resolve().parents[1]
+OTHERS = ["jax", "torch"]
+# Between them these two use every custom layer (conv, transposed conv, decimate, upsample).
+EXCHANGED = ["wave_u_net", "dilated_dense"]
+
+
+def run(backend: str, args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+    )
+    assert done.returncode == 0, f"{backend} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+def test_model_and_layer_battery(backend):
+    files = ["tests/test_models.py", "tests/test_layers.py"]
+    marks = "not paper and not structure"  # default-backend-only tests: see test_models.py
+    done = run(backend, ["-m", "pytest", *files, "-q", "-m", marks, "-p", "no:cacheprovider"])
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+SAVE = textwrap.dedent(
+    """
+    import sys, numpy as np, keras, keras_sep
+    out = sys.argv[1]
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 512, 2)).astype("float32")
+    for name in {archs!r}:
+        keras.utils.set_random_seed(1)
+        model = keras_sep.build(name, preset="tiny")
+        model.save(f"{{out}}/{{name}}.keras")
+        y = model.predict_on_batch(x)
+        np.save(f"{{out}}/{{name}}.npy", np.stack([y[s] for s in model.sources]))
+    """
+).format(archs=EXCHANGED)
+
+LOAD = textwrap.dedent(
+    """
+    import sys, numpy as np, keras, keras_sep
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 512, 2)).astype("float32")
+    worst = 0.0
+    for folder in sys.argv[1:]:
+        for name in {archs!r}:
+            model = keras.models.load_model(f"{{folder}}/{{name}}.keras")
+            y = model.predict_on_batch(x)
+            got = np.stack([np.asarray(y[s]) for s in model.sources])
+            worst = max(worst, float(np.abs(got - np.load(f"{{folder}}/{{name}}.npy")).max()))
+    print("max abs difference", worst)
+    assert worst < 1e-4, worst
+    """
+).format(archs=EXCHANGED)
+
+
+def test_keras_files_load_under_every_other_backend(tmp_path):
+    backends = ["tensorflow", *OTHERS]
+    for backend in backends:
+        (tmp_path / backend).mkdir()
+        run(backend, ["-c", SAVE, str(tmp_path / backend)])
+    for backend in backends:
+        others = [str(tmp_path / b) for b in backends if b != backend]
+        done = run(backend, ["-c", LOAD, *others])
+        assert "max abs difference" in done.stdout
+
+
+TF_FREE = textwrap.dedent(
+    """
+    import runpy, sys
+    sys.modules["tensorflow"] = None  # TensorFlow made unimportable
+    import keras_sep, keras, numpy as np
+    assert keras.backend.backend() == "jax"
+    model = keras_sep.build("dilated_dense", preset="tiny")
+    x = np.zeros((1, 300, 2), "float32")
+    assert model.predict_on_batch(x)["vocals"].shape == (1, 300, 2)
+    sys.argv = ["train.py", "--config", "dilated_dense", "--data", "toy", "--set", "preset=tiny",
+                "--set", "toy_songs=2", "--set", "toy_valid_songs=1", "--set", "toy_seconds=3",
+                "--set", "segment_length=2048", "--set", "batch_size=4",
+                "--set", "steps_per_epoch=4", "--epochs", "2", "--out", sys.argv[1],
+                "--cache-dir", sys.argv[2], "--quiet"]
+    try:
+        runpy.run_path("training/train.py", run_name="__main__")
+    except SystemExit as e:
+        assert e.code == 0, e.code
+    assert sys.modules["tensorflow"] is None
+    print("trained without tensorflow")
+    """
+)
+
+
+def test_training_without_tensorflow_loads_under_tensorflow(tmp_path):
+    run("jax", ["-c", TF_FREE, str(tmp_path / "run"), str(tmp_path / "cache")])
+    info = keras_sep.folder.read_info(tmp_path / "run")
+    assert info["keras_backend"] == "jax" and info["training"]["pipeline"] == "pydataset"
+    model = keras_sep.load(tmp_path / "run")  # this process runs TensorFlow
+    assert keras.backend.backend() == "tensorflow"
+    y = model.predict_on_batch(np.zeros((1, 2048, 2), "float32"))
+    assert np.isfinite(y["vocals"]).all()
+
+
+def test_backend_switch_in_a_running_process_is_refused():
+    from keras_sep.errors import ConfigError
+    from keras_sep.training.train import select_backend
+
+    with pytest.raises(ConfigError, match="start a new process"):
+        select_backend("jax")

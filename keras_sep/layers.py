@@ -61,9 +61,13 @@ def dilated_conv(x, kernel, dilation: int, padding: tuple[int, int], impl: str =
     left, right = padding
     if impl == "phase" and dilation > 1:
         return _phase_conv(x, kernel, dilation, left, right)
-    if left or right:
+    if (left, right) == same_padding(kernel.shape[0], dilation):
+        # Keras's own 'same' (every forward conv, odd-kernel transposed ones): no copy.
+        padding = "same"
+    else:
         x = ops.pad(x, [[0, 0], [left, right], [0, 0]])
-    return ops.conv(x, kernel, padding="valid", dilation_rate=dilation, data_format="channels_last")
+        padding = "valid"
+    return ops.conv(x, kernel, padding=padding, dilation_rate=dilation, data_format="channels_last")
 
 
 def _phase_conv(x, kernel, d: int, left: int, right: int):

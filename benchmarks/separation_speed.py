@@ -1,0 +1,132 @@
+"""Separation speed: real-time factor of `separate` vs the bare model, and peak memory.
+
+For each architecture and preset (random weights), on a 30-second 44.1 kHz stereo song:
+  - bare: the model's forward pass on full batches of segments, per audio second;
+  - separate: decode + resample + overlap-add + resample back + write stems, per audio second;
+  - their ratio (target: at most 1.3), FLOPs per audio second and GFLOP/s achieved.
+Then the peak resident memory of separating a 10-minute song, in a fresh process.
+
+    python benchmarks/separation_speed.py [--presets tiny paper] [--archs ...] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+import keras_sep
+from keras_sep.analysis import model_stats
+from keras_sep.audio import write_stems
+from keras_sep.separate import DEFAULT_BATCH_SIZE, separate_file
+
+RATE = 44100
+
+
+def bare_seconds_per_audio_second(model, repeats: int) -> float:
+    cfg = model.arch_config
+    segment = cfg.valid_length(cfg.segment_length)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (DEFAULT_BATCH_SIZE, segment, cfg.channels))
+    x = x.astype("float32")
+    model.predict_on_batch(x)  # trace / compile
+    started = time.perf_counter()
+    for _ in range(repeats):
+        model.predict_on_batch(x)
+    elapsed = (time.perf_counter() - started) / repeats
+    return elapsed / (DEFAULT_BATCH_SIZE * segment / cfg.sample_rate)
+
+
+def separate_seconds_per_audio_second(model, song: Path, seconds: float) -> float:
+    separate_file(model, song)  # warm up (compiled shapes)
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        result = separate_file(model, song)
+        write_stems(Path(out) / "song", result.stems, result.sample_rate)
+        return (time.perf_counter() - started) / seconds
+
+
+MEMORY = textwrap.dedent(
+    """
+    import resource, sys, numpy as np, keras_sep
+    from keras_sep.separate import separate_waveform
+    model = keras_sep.build(sys.argv[1], preset=sys.argv[2])
+    seconds = float(sys.argv[3])
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, (int(seconds * 44100), 2))
+    audio = audio.astype("float32")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    separate_waveform(model, audio, 44100)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{before:.0f} {peak:.0f}")
+    """
+)
+
+
+def peak_memory_mb(arch: str, preset: str, seconds: float) -> tuple[float, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY, arch, preset, str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, peak = map(float, done.stdout.split()[-2:])
+    return before, peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--archs", nargs="+", default=["wave_u_net", "dilated", "dilated_dense"])
+    p.add_argument("--presets", nargs="+", default=["tiny", "paper"])
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--memory-minutes", type=float, default=10.0)
+    args = p.parse_args()
+
+    import keras
+
+    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU threads")
+    with tempfile.TemporaryDirectory() as tmp:
+        song = Path(tmp) / "song.wav"
+        rng = np.random.default_rng(1)
+        sf.write(song, rng.uniform(-0.5, 0.5, (int(args.seconds * RATE), 2)), RATE)
+        header = (
+            f"| model | preset | params | GFLOP per audio s | bare RTF | separate RTF | "
+            f"ratio | GFLOP/s |"
+        )
+        print(header)
+        print("|" + "---|" * 8)
+        for preset in args.presets:
+            for arch in args.archs:
+                model = keras_sep.build(arch, preset=preset)
+                stats = model_stats(model)
+                gflop_per_second = stats.flops_per_sample * model.sample_rate / 1e9
+                repeats = args.repeats if preset == "tiny" or arch == "wave_u_net" else 1
+                bare = bare_seconds_per_audio_second(model, repeats)
+                full = separate_seconds_per_audio_second(model, song, args.seconds)
+                print(
+                    f"| {arch} | {preset} | {stats.params / 1e6:.2f} M | "
+                    f"{gflop_per_second:.1f} | {bare:.4f} | {full:.4f} | {full / bare:.2f} | "
+                    f"{gflop_per_second / bare:.0f} |",
+                    flush=True,
+                )
+    minutes = args.memory_minutes
+    output_mb = 4 * minutes * 60 * RATE * 2 * 4 / 2**20
+    for arch in args.archs:
+        before, peak = peak_memory_mb(arch, "tiny", minutes * 60)
+        print(
+            f"peak memory, {minutes:.0f}-minute song, {arch} tiny: {peak:.0f} MiB "
+            f"(process with model and audio loaded: {before:.0f} MiB; the four float32 stems "
+            f"alone take {output_mb:.0f} MiB)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -97,8 +97,8 @@ def main() -> None:
         rng = np.random.default_rng(1)
         sf.write(song, rng.uniform(-0.5, 0.5, (int(args.seconds * RATE), 2)), RATE)
         header = (
-            f"| model | preset | params | GFLOP per audio s | bare RTF | separate RTF | "
-            f"ratio | GFLOP/s |"
+            "| model | preset | params | GFLOP per audio s | bare RTF | separate RTF | "
+            "ratio | GFLOP/s |"
         )
         print(header)
         print("|" + "---|" * 8)

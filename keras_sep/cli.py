@@ -1,0 +1,277 @@
+"""The ``keras-sep`` command: demo, separate, evaluate, train, export, make-toy-data.
+
+Every subcommand reports a user error as one line (``error: ...``) and a non-zero exit
+code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from keras_sep.errors import KerasSepError
+
+BUNDLED_NOTE = (
+    "using the bundled demo model: a small Wave-U-Net trained on synthetic songs, not on real "
+    "music (pass --model FOLDER to use your own)"
+)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="separate a synthetic song and show the result (no download)",
+        description="Generate a synthetic song the model never saw, separate it, and write the "
+        "stems, a spectrogram PNG and the SDR of each stem next to the mixture and silence "
+        "baselines.",
+    )
+    p.add_argument(
+        "-o", "--out", default="demo_output", help="output folder (default: %(default)s)"
+    )
+    p.add_argument("--model", help="model folder (default: the bundled demo model)")
+    p.add_argument("--seconds", type=float, default=15.0, help="song length (default: %(default)s)")
+    p.add_argument("--song", type=int, default=0, help="which held-out song (default: 0)")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from keras_sep.demo import format_table, run_demo
+
+    if not args.model:
+        print(BUNDLED_NOTE, file=sys.stderr)
+    summary = run_demo(args.out, args.model, seconds=args.seconds, song=args.song)
+    print(
+        f"{summary['song']}, {summary['seconds']:.0f} s, separated at real-time factor "
+        f"{summary['real_time_factor']:.3f}"
+    )
+    print(format_table(summary["sdr_db"]))
+    out = Path(args.out)
+    print(
+        f"wrote {out / 'estimates'}/, {out / 'references'}/, {out / 'mixture.wav'}, "
+        f"{out / 'spectrograms.png'}, {out / 'sdr.json'}"
+    )
+    return 0
+
+
+def _add_separate(sub) -> None:
+    p = sub.add_parser(
+        "separate",
+        help="separate audio files into stems",
+        description="Separate songs (wav, flac, ogg, mp3; others through ffmpeg) into stems "
+        "written as OUT/<track name>/<source>.<format>. Files that fail are reported and "
+        "skipped; the exit code is 1 if any failed.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files to separate")
+    p.add_argument("--model", help="model folder (default: the bundled demo model)")
+    p.add_argument("-o", "--out", default="separated", help="output folder (default: %(default)s)")
+    p.add_argument("--stems", help="comma-separated sources to write (default: all)")
+    p.add_argument(
+        "--two-stems",
+        metavar="SOURCE",
+        help="write SOURCE and no_SOURCE (the sum of the others), e.g. vocals",
+    )
+    p.add_argument("--format", choices=["wav", "flac"], default="wav", help="default: wav")
+    p.add_argument(
+        "--bit-depth",
+        choices=["16", "24", "float"],
+        default="16",
+        help="default: 16 (float for wav only)",
+    )
+    p.add_argument(
+        "--segment",
+        type=float,
+        metavar="SECONDS",
+        help="segment length in seconds (default: the model's training segment)",
+    )
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=0.125,
+        help="overlap between segments, a fraction (default: %(default)s)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="segments per batch (default: 4)")
+    p.set_defaults(run=_run_separate)
+
+
+def wanted_stems(sources: tuple, only: str | None, two: str | None) -> list[str]:
+    """The sources that ``--stems`` / ``--two-stems`` ask for, checked against the model's."""
+    if only and two:
+        raise KerasSepError("use either --stems or --two-stems, not both")
+    wanted = [two] if two else [s.strip() for s in only.split(",")] if only else list(sources)
+    unknown = [s for s in wanted if s not in sources]
+    if unknown:
+        raise KerasSepError(f"unknown source(s) {unknown}; this model separates {list(sources)}")
+    return wanted
+
+
+def pick_stems(stems: dict, wanted: list[str], two: str | None) -> dict:
+    """The stems to write; with ``two``, also ``no_<two>``: the sum of all other sources."""
+    picked = {s: stems[s] for s in wanted}
+    if two:
+        picked[f"no_{two}"] = sum(v for s, v in stems.items() if s != two)
+    return picked
+
+
+def _run_separate(args) -> int:
+    import keras_sep
+    from keras_sep.audio import write_stems
+    from keras_sep.separate import separate_file
+
+    if not args.model:
+        print(BUNDLED_NOTE, file=sys.stderr)
+    model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL)
+    wanted = wanted_stems(model.sources, args.stems, args.two_stems)
+    segment = round(args.segment * model.sample_rate) if args.segment else None
+    failures, audio_seconds, started = 0, 0.0, time.time()
+    for path in args.files:
+        t0 = time.time()
+        try:
+            separation = separate_file(
+                model,
+                path,
+                segment=segment,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                progress=Path(path).name,
+            )
+            stems = pick_stems(separation.stems, wanted, args.two_stems)
+            folder = write_stems(
+                Path(args.out) / Path(path).stem,
+                stems,
+                separation.sample_rate,
+                args.format,
+                args.bit_depth,
+            )
+        except (KerasSepError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        elapsed = time.time() - t0
+        audio_seconds += separation.seconds
+        print(
+            f"{path}: {', '.join(stems)} -> {folder}/ "
+            f"({separation.seconds:.1f} s of audio in {elapsed:.1f} s, "
+            f"real-time factor {elapsed / separation.seconds:.3f})"
+        )
+    done = len(args.files) - failures
+    if done:
+        total = time.time() - started
+        print(
+            f"separated {done} of {len(args.files)} file(s): {audio_seconds:.1f} s of audio "
+            f"in {total:.1f} s, real-time factor {total / audio_seconds:.3f}"
+        )
+    return 1 if failures else 0
+
+
+def _add_make_toy_data(sub) -> None:
+    p = sub.add_parser(
+        "make-toy-data",
+        help="write built-in synthetic songs in MUSDB18-HQ layout",
+        description="Write synthetic multitrack songs as OUT/{train,test}/<song>/<stem>.wav "
+        "(MUSDB18-HQ layout) plus OUT/setup.yaml listing the validation songs, for "
+        "--musdb-root.",
+    )
+    p.add_argument("out", metavar="OUT", help="output folder")
+    p.add_argument("--songs", type=int, default=8, help="training songs (default: 8)")
+    p.add_argument("--valid", type=int, default=2, help="validation songs (default: 2)")
+    p.add_argument("--test", type=int, default=3, help="test songs (default: 3)")
+    p.add_argument("--seconds", type=float, default=20.0, help="song length (default: 20)")
+    p.add_argument("--sample-rate", type=int, default=44100, help="default: 44100, as MUSDB18")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.set_defaults(run=_run_make_toy_data)
+
+
+def _run_make_toy_data(args) -> int:
+    from keras_sep.data.toy import write_musdb_tree
+
+    if min(args.songs, args.valid, args.test) < 0 or args.seconds <= 0:
+        raise KerasSepError("song counts must be >= 0 and --seconds positive")
+    root = write_musdb_tree(
+        args.out,
+        args.songs,
+        args.valid,
+        args.test,
+        args.seconds,
+        args.sample_rate,
+        args.seed,
+        progress=True,
+    )
+    print(
+        f"wrote {args.songs + args.valid} train ({args.valid} validation) and {args.test} test "
+        f"songs to {root}"
+    )
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    from keras_sep import evaluate
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score models with museval (BSSEval v4) and write a report",
+        description="Separate every track with each model, score it (BSSEval v4, 1-second "
+        "frames, the MUSDB18 protocol), and write per-track JSON, report.md, report.json and "
+        "plots.",
+    )
+    evaluate.add_arguments(p)
+    p.set_defaults(run=evaluate.run)
+
+
+def _add_export(sub) -> None:
+    from keras_sep.export import cli as export_cli
+
+    p = sub.add_parser(
+        "export",
+        help="export a model folder to SavedModel, TFLite and ONNX",
+        description="Export a model folder for TF Serving (SavedModel), TFLite and ONNX "
+        "Runtime, check each artifact against Keras, and write a manifest.",
+    )
+    export_cli.add_arguments(p)
+    p.set_defaults(run=export_cli.run)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-sep",
+        description="Music source separation (vocals, drums, bass, other) with Keras 3: "
+        "Wave-U-Net, Dilated U-Net and Dilated Dense U-Net.",
+        epilog="Start with: keras-sep demo. Train with: keras-sep train --help.",
+    )
+    from keras_sep import __version__
+
+    parser.add_argument("--version", action="version", version=f"keras-sep {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo(sub)
+    _add_separate(sub)
+    _add_evaluate(sub)
+    # train has its own parser (training/train.py); everything after `train` goes to it.
+    train = sub.add_parser(
+        "train", help="train a model (see keras-sep train --help)", add_help=False
+    )
+    train.add_argument("args", nargs=argparse.REMAINDER)
+    _add_export(sub)
+    _add_make_toy_data(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from keras_sep.training.train import main as train_main
+
+        return train_main(argv[1:])
+    args = get_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KerasSepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

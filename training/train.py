@@ -218,6 +218,22 @@ def make_strategy(name: str):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+def worker_folder(out: Path, strategy) -> Path:
+    """Where this worker writes: ``out`` on the chief, a scratch folder on other workers.
+
+    Under MultiWorkerMirroredStrategy every worker runs the callbacks; as TensorFlow
+    recommends, only the chief writes the real run folder.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None or task_type == "chief":
+        return out
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if task_type == "worker" and resolver.task_id == 0 and not has_chief:
+        return out
+    return out / f".{task_type}-{resolver.task_id}"
+
+
 def train(
     cfg: TrainConfig,
     out: Path,
@@ -256,6 +272,7 @@ def train(
     policy = choose_precision(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy or "float32")
     strategy = make_strategy(cfg.strategy)
+    out = worker_folder(out, strategy)
 
     train_tracks, valid_tracks = load_tracks(
         cfg, model_cfg.sample_rate, model_cfg.sources, progress

@@ -238,3 +238,29 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert "Using MirroredStrategy with devices" in done.stderr
     assert "CPU:0" in done.stderr and "CPU:1" in done.stderr
     assert keras_sep.load(tmp_path / "run").count_params() > 0
+
+
+def test_multiworker_is_refused_with_the_reason(tmp_path, capsys):
+    args = [
+        "--config",
+        "dilated",
+        "--data",
+        "toy",
+        "--set",
+        "preset=tiny",
+        "--quiet",
+        "--strategy",
+        "multiworker",
+        "--out",
+        str(tmp_path / "r"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--set",
+        "toy_songs=1",
+        "--set",
+        "toy_valid_songs=1",
+        "--set",
+        "toy_seconds=1",
+    ]
+    assert main(args) == 2
+    assert "keras-team/keras#20585" in capsys.readouterr().err

@@ -215,23 +215,13 @@ def make_strategy(name: str):
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def worker_folder(out: Path, strategy) -> Path:
-    """Where this worker writes: ``out`` on the chief, a scratch folder on other workers.
-
-    Under MultiWorkerMirroredStrategy every worker runs the callbacks; as TensorFlow
-    recommends, only the chief writes the real run folder.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    if task_type is None or task_type == "chief":
-        return out
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    if task_type == "worker" and resolver.task_id == 0 and not has_chief:
-        return out
-    return out / f".{task_type}-{resolver.task_id}"
+    # Measured with two workers on localhost: fit fails with "Attempt to convert a value
+    # (PerReplica...) to a Tensor", as TensorFlow's own multi-worker tutorial does.
+    raise ConfigError(
+        "--strategy multiworker: Keras 3's model.fit does not support "
+        "MultiWorkerMirroredStrategy (keras-team/keras#20585); use --strategy mirrored for "
+        "several GPUs on one machine"
+    )
 
 
 def train(
@@ -272,7 +262,6 @@ def train(
     policy = choose_precision(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy or "float32")
     strategy = make_strategy(cfg.strategy)
-    out = worker_folder(out, strategy)
 
     train_tracks, valid_tracks = load_tracks(
         cfg, model_cfg.sample_rate, model_cfg.sources, progress

@@ -60,7 +60,14 @@ def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = Non
     import keras
 
     import keras_sep
+    from keras_sep.models import SeparationModel
 
+    if getattr(model, "optimizer", None) is not None and model.optimizer.variables:
+        # save_weights would add the optimizer's slots (3x the size for Adam): a model
+        # folder holds the model only, so save an uncompiled copy.
+        copy = SeparationModel(model.architecture, model.arch_config)
+        copy.set_weights(model.get_weights())
+        model = copy
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{WEIGHTS_FILE}.tmp.weights.h5"

@@ -38,46 +38,53 @@ def test_model_and_layer_battery(backend):
     assert " passed" in done.stdout and "failed" not in done.stdout
 
 
-SAVE = textwrap.dedent(
-    """
-    import sys, numpy as np, keras, keras_sep
-    out = sys.argv[1]
-    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 512, 2)).astype("float32")
-    for name in {archs!r}:
+INPUT = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 512, 2)).astype("float32")
+
+
+def save_models(folder: Path) -> None:
+    """Save each exchanged architecture as .keras, with its outputs on INPUT."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in EXCHANGED:
         keras.utils.set_random_seed(1)
         model = keras_sep.build(name, preset="tiny")
-        model.save(f"{{out}}/{{name}}.keras")
-        y = model.predict_on_batch(x)
-        np.save(f"{{out}}/{{name}}.npy", np.stack([y[s] for s in model.sources]))
-    """
-).format(archs=EXCHANGED)
+        model.save(folder / f"{name}.keras")
+        y = model.predict_on_batch(INPUT)
+        np.save(folder / f"{name}.npy", np.stack([np.asarray(y[s]) for s in model.sources]))
 
-LOAD = textwrap.dedent(
-    """
-    import sys, numpy as np, keras, keras_sep
-    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 512, 2)).astype("float32")
+
+def check_models(folders: list[Path]) -> float:
+    """Load other backends' .keras files here; the largest output difference."""
     worst = 0.0
-    for folder in sys.argv[1:]:
-        for name in {archs!r}:
-            model = keras.models.load_model(f"{{folder}}/{{name}}.keras")
-            y = model.predict_on_batch(x)
+    for folder in folders:
+        for name in EXCHANGED:
+            model = keras.models.load_model(folder / f"{name}.keras")
+            y = model.predict_on_batch(INPUT)
             got = np.stack([np.asarray(y[s]) for s in model.sources])
-            worst = max(worst, float(np.abs(got - np.load(f"{{folder}}/{{name}}.npy")).max()))
-    print("max abs difference", worst)
+            worst = max(worst, float(np.abs(got - np.load(folder / f"{name}.npy")).max()))
+    return worst
+
+
+def exchange(argv: list[str]) -> None:
+    """Subprocess entry: check the folders argv[2:], then save into argv[1] (unless '-')."""
+    worst = check_models([Path(f) for f in argv[2:]])
     assert worst < 1e-4, worst
-    """
-).format(archs=EXCHANGED)
+    if argv[1] != "-":
+        save_models(Path(argv[1]))
+    print("max abs difference", worst)
+
+
+EXCHANGE = "import runpy, sys; runpy.run_path('tests/test_backends.py')['exchange'](sys.argv)"
 
 
 def test_keras_files_load_under_every_other_backend(tmp_path):
-    backends = ["tensorflow", *OTHERS]
-    for backend in backends:
-        (tmp_path / backend).mkdir()
-        run(backend, ["-c", SAVE, str(tmp_path / backend)])
-    for backend in backends:
-        others = [str(tmp_path / b) for b in backends if b != backend]
-        done = run(backend, ["-c", LOAD, *others])
-        assert "max abs difference" in done.stdout
+    # A chain, so that each backend loads the other two's files with 3 subprocesses.
+    tf_dir, jax_dir, torch_dir = (tmp_path / b for b in ("tensorflow", "jax", "torch"))
+    save_models(tf_dir)  # this process runs TensorFlow
+    run("jax", ["-c", EXCHANGE, str(jax_dir), str(tf_dir)])
+    run("torch", ["-c", EXCHANGE, str(torch_dir), str(tf_dir), str(jax_dir)])
+    assert check_models([jax_dir, torch_dir]) < 1e-4
+    done = run("jax", ["-c", EXCHANGE, "-", str(torch_dir)])
+    assert "max abs difference" in done.stdout
 
 
 TF_FREE = textwrap.dedent(

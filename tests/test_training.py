@@ -212,6 +212,8 @@ def test_training_lowers_validation_loss_and_resumes(tmp_path):
     assert (out / "history.png").stat().st_size > 1000
     model = keras_sep.load(out)
     assert model.arch_config.segment_length == 2048
+    # The folder holds the model's weights only, not Adam's two slots per weight.
+    assert (out / "model.weights.h5").stat().st_size < 4 * model.count_params() + 200_000
     with pytest.raises(ConfigError, match="already holds"):
         train(cfg, out, progress=False)
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from keras_sep.errors import KerasSepError
+from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP
 
 BUNDLED_NOTE = (
     "using the bundled demo model: a small Wave-U-Net trained on synthetic songs, not on real "
@@ -88,10 +89,15 @@ def _add_separate(sub) -> None:
     p.add_argument(
         "--overlap",
         type=float,
-        default=0.125,
+        default=DEFAULT_OVERLAP,
         help="overlap between segments, a fraction (default: %(default)s)",
     )
-    p.add_argument("--batch-size", type=int, default=4, help="segments per batch (default: 4)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="segments per batch (default: %(default)s)",
+    )
     p.set_defaults(run=_run_separate)
 
 

@@ -18,7 +18,9 @@ import numpy as np
 from keras_sep.audio import check_audio, fit_length, match_channels, read_audio, resample
 from keras_sep.config import BaseConfig
 
-DEFAULT_OVERLAP = 0.125
+# 1024 samples (46 ms) of crossfade per 16384-sample segment: overlap costs 1/(1-0.0625),
+# 7% more model time (0.25 would cost 33%).
+DEFAULT_OVERLAP = 0.0625
 DEFAULT_BATCH_SIZE = 4
 
 

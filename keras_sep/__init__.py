@@ -6,7 +6,12 @@ model = keras_sep.load(keras_sep.DEFAULT_MODEL)
 stems = keras_sep.separate(model, mixture)   # mixture: (time, channels) at model.sample_rate
 """
 
+import os
 from pathlib import Path
+
+# TensorFlow prints INFO lines on import (CPU feature guard...) that would precede every
+# keras-sep command; hide INFO only, unless the user has chosen a level.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 __version__ = "0.1.0"
 

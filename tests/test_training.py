@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -242,27 +243,103 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert keras_sep.load(tmp_path / "run").count_params() > 0
 
 
-def test_multiworker_is_refused_with_the_reason(tmp_path, capsys):
-    args = [
-        "--config",
-        "dilated",
-        "--data",
-        "toy",
-        "--set",
-        "preset=tiny",
-        "--quiet",
-        "--strategy",
-        "multiworker",
-        "--out",
-        str(tmp_path / "r"),
-        "--cache-dir",
-        str(tmp_path / "c"),
-        "--set",
-        "toy_songs=1",
-        "--set",
-        "toy_valid_songs=1",
-        "--set",
-        "toy_seconds=1",
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+MULTIWORKER = """
+import hashlib, sys
+import keras
+from keras_sep.training.config import load_config
+from keras_sep.training.train import train
+
+class Digest(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        weights = b"".join(w.tobytes() for w in self.model.get_weights())
+        print("weights", hashlib.sha256(weights).hexdigest())
+
+cfg = load_config("wave_u_net", sys.argv[3:])
+history = train(cfg, sys.argv[2], progress=False, callbacks=[Digest()])
+print("val_loss", history["val_loss"])
+"""
+
+
+def test_multiworker_strategy_trains_two_workers_in_sync(tmp_path):
+    """Two train.py workers on localhost: weights stay identical, the chief writes the run."""
+    ports = free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    out = tmp_path / "run"
+    overrides = [
+        *SMALL,
+        "epochs=2",
+        "steps_per_epoch=3",
+        "strategy=multiworker",
+        "data=[toy]",
+        f"cache_dir={tmp_path / 'cache'}",
     ]
-    assert main(args) == 2
-    assert "keras-team/keras#20585" in capsys.readouterr().err
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CONFIG": tf_config}
+        command = [sys.executable, "-c", MULTIWORKER, "x", str(out), *overrides]
+        workers.append(
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+        )
+    results = [w.communicate(timeout=300) for w in workers]
+    for w, (_, stderr) in zip(workers, results, strict=True):
+        assert w.returncode == 0, stderr[-3000:]
+    digests = [
+        [ln for ln in stdout.splitlines() if ln.startswith("weights")] for stdout, _ in results
+    ]
+    assert len(digests[0]) == 1 and digests[0] == digests[1]  # gradients were all-reduced
+    logs = [
+        [ln for ln in stdout.splitlines() if ln.startswith("val_loss")] for stdout, _ in results
+    ]
+    assert logs[0] == logs[1]
+    assert not (out / "worker-1").exists()  # the other worker cleaned up after itself
+    info = json.loads((out / "config.json").read_text())
+    assert info["training"]["replicas"] == 2
+
+    # The logged validation loss is the mean over all validation segments, not one
+    # worker's share: evaluate the saved best model here, in one process.
+    from keras_sep.training.train import load_tracks
+
+    cfg = load_config("wave_u_net", overrides)
+    model = keras_sep.load(out)
+    arch = model.arch_config
+    _, valid = load_tracks(cfg, arch.sample_rate, arch.sources, progress=False)
+    sampler = SegmentSampler(valid, arch.sources, arch.segment_length, seed=cfg.seed)
+    losses = []
+    for track, offset in sampler.validation_plan(cfg.valid_segments_per_track):
+        mixture, targets = sampler.validation_example(track, offset)
+        estimates = model.predict_on_batch(mixture[None])
+        losses.append(
+            sum(np.mean((estimates[s][0] - targets[i]) ** 2) for i, s in enumerate(arch.sources))
+        )
+    assert info["best"]["val_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_sampler_shards_draw_different_examples(sampler):
+    one, two = (
+        SegmentSampler(sampler.tracks, keras_sep.SOURCES, 1024, seed=3, shard=(i, 2))
+        for i in range(2)
+    )
+    assert not np.array_equal(one.example(0)[0], two.example(0)[0])
+    again = SegmentSampler(sampler.tracks, keras_sep.SOURCES, 1024, seed=3, shard=(1, 2))
+    np.testing.assert_array_equal(two.example(5)[0], again.example(5)[0])
+
+
+def test_multiworker_rejects_a_bad_tf_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}}')
+    args = ["--config", "dilated", "--data", "toy", "--quiet", "--strategy", "multiworker"]
+    assert main([*args, "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: TF_CONFIG is not valid") and err.count("\n") == 1

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,13 @@ from keras_sep.training.config import (  # noqa: E402
     STRATEGIES,
     TrainConfig,
     load_config,
+)
+from keras_sep.training.distribute import (  # noqa: E402
+    adapt_for_multiworker,
+    is_multiworker,
+    make_strategy,
+    shard_datasets,
+    worker_of,
 )
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -80,7 +88,12 @@ def get_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)",
     )
-    p.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy")
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="tf.distribute: mirrored over local GPUs, or multiworker over the machines "
+        "in TF_CONFIG (docs/training.md)",
+    )
     p.add_argument(
         "--mixed-precision",
         choices=PRECISIONS,
@@ -204,26 +217,6 @@ def choose_precision(setting: str) -> str | None:
     return "mixed_float16" if fp16 else "mixed_bfloat16"
 
 
-def make_strategy(name: str):
-    if name == "default":
-        return None
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise ConfigError(f"--strategy {name} uses tf.distribute and needs --backend tensorflow")
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    # Measured with two workers on localhost: fit fails with "Attempt to convert a value
-    # (PerReplica...) to a Tensor", as TensorFlow's own multi-worker tutorial does.
-    raise ConfigError(
-        "--strategy multiworker: Keras 3's model.fit does not support "
-        "MultiWorkerMirroredStrategy (keras-team/keras#20585); use --strategy mirrored for "
-        "several GPUs on one machine"
-    )
-
-
 def train(
     cfg: TrainConfig,
     out: Path,
@@ -242,7 +235,12 @@ def train(
     from keras_sep.training import pipeline
     from keras_sep.training.callbacks import SaveBest, plot_history
 
-    out = Path(out)
+    strategy = make_strategy(cfg.strategy)  # first: it configures TensorFlow's runtime
+    multiworker = strategy is not None and is_multiworker(strategy)
+    worker = worker_of(strategy)
+    # Only the chief writes the run folder; the others keep their backup beside it.
+    out = Path(out) if worker.is_chief else Path(out) / f"worker-{worker.index}"
+    progress = progress and worker.is_chief
     start_epoch = resume_epoch(out)
     if (out / "config.json").exists() and start_epoch == 0 and not overwrite:
         raise ConfigError(f"{out} already holds a trained model; pass another --out or --overwrite")
@@ -257,11 +255,12 @@ def train(
         pipeline_name = "tfdata" if have_tensorflow() else "pydataset"
     if pipeline_name == "tfdata" and not have_tensorflow():
         raise ConfigError("pipeline 'tfdata' needs TensorFlow; use --set pipeline=pydataset")
+    if multiworker and pipeline_name != "tfdata":
+        raise ConfigError("--strategy multiworker shards the tf.data pipeline; drop pipeline=")
 
     keras.utils.set_random_seed(cfg.seed)
     policy = choose_precision(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy or "float32")
-    strategy = make_strategy(cfg.strategy)
 
     train_tracks, valid_tracks = load_tracks(
         cfg, model_cfg.sample_rate, model_cfg.sources, progress
@@ -270,25 +269,41 @@ def train(
     sampler_args = dict(
         sources=model_cfg.sources, segment_length=model_cfg.segment_length, seed=cfg.seed
     )
-    sampler = SegmentSampler(
-        train_tracks,
-        augmentation=augmentation,
-        silence_threshold_db=cfg.silence_threshold_db,
-        **sampler_args,
-    )
+
+    def train_sampler(shard: tuple[int, int] = (0, 1)) -> SegmentSampler:
+        return SegmentSampler(
+            train_tracks,
+            augmentation=augmentation,
+            silence_threshold_db=cfg.silence_threshold_db,
+            shard=shard,
+            **sampler_args,
+        )
+
+    sampler = train_sampler()
     valid_sampler = SegmentSampler(valid_tracks, **sampler_args)
     steps = cfg.steps_per_epoch or sampler.steps_per_epoch(cfg.batch_size)
     remaining = (cfg.epochs - start_epoch) * steps
-    if pipeline_name == "tfdata":
-        train_data = pipeline.tf_dataset(sampler, cfg.batch_size, start_epoch * steps, remaining)
-        valid_data = pipeline.tf_validation_dataset(
-            valid_sampler, cfg.batch_size, cfg.valid_segments_per_track
-        )
-    else:
+    if pipeline_name == "pydataset":
         train_data = pipeline.TrainBatches(
             sampler, cfg.batch_size, start_epoch * steps, remaining, cfg.workers
         )
         valid_data = pipeline.ValidationBatches(
+            valid_sampler, cfg.batch_size, cfg.valid_segments_per_track
+        )
+    elif multiworker:
+        # Each step takes `local` batches of `batch` from each worker's own shard.
+        train_data = shard_datasets(
+            strategy,
+            cfg.batch_size,
+            lambda shard, batch, local: pipeline.tf_dataset(
+                train_sampler(shard), batch, start_epoch * steps * local, remaining * local
+            ),
+        )
+    else:
+        train_data = pipeline.tf_dataset(sampler, cfg.batch_size, start_epoch * steps, remaining)
+    if pipeline_name == "tfdata":
+        # Under a multi-worker strategy, tf.distribute shards these segments by example.
+        valid_data = pipeline.tf_validation_dataset(
             valid_sampler, cfg.batch_size, cfg.valid_segments_per_track
         )
 
@@ -302,6 +317,7 @@ def train(
             loss_weights={s: weight for s in model_cfg.sources},
             jit_compile=cfg.jit_compile,
         )
+    adapt_for_multiworker(model, strategy)
 
     out.mkdir(parents=True, exist_ok=True)
     resolved = {
@@ -310,6 +326,7 @@ def train(
         "pipeline": pipeline_name,
         "dtype_policy": policy or "float32",
         "steps_per_epoch": steps,
+        "replicas": strategy.num_replicas_in_sync if strategy else 1,
     }
     (out / "train_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     run_callbacks = [
@@ -342,6 +359,9 @@ def train(
         for callback in callbacks:
             if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:
                 callback.csv_file.close()
+    if not worker.is_chief:
+        shutil.rmtree(out, ignore_errors=True)  # the chief wrote the run folder
+        return history.history
     plot_history(out / "history.csv", out / "history.png")
     print(f"trained {out} in {time.time() - started:.0f} s", file=sys.stderr)
     return history.history

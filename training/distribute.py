@@ -91,6 +91,8 @@ def worker_of(strategy) -> Worker:
 
 def is_multiworker(strategy) -> bool:
     """True when ``strategy`` all-reduces across processes (what trips up Keras's fit)."""
+    if strategy is None:
+        return False
     import tensorflow as tf
 
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (

@@ -236,7 +236,7 @@ def train(
     from keras_sep.training.callbacks import SaveBest, plot_history
 
     strategy = make_strategy(cfg.strategy)  # first: it configures TensorFlow's runtime
-    multiworker = strategy is not None and is_multiworker(strategy)
+    multiworker = is_multiworker(strategy)
     worker = worker_of(strategy)
     # Only the chief writes the run folder; the others keep their backup beside it.
     out = Path(out) if worker.is_chief else Path(out) / f"worker-{worker.index}"

@@ -256,7 +256,9 @@ def train(
     if pipeline_name == "tfdata" and not have_tensorflow():
         raise ConfigError("pipeline 'tfdata' needs TensorFlow; use --set pipeline=pydataset")
     if multiworker and pipeline_name != "tfdata":
-        raise ConfigError("--strategy multiworker shards the tf.data pipeline; drop pipeline=")
+        raise ConfigError(
+            "--strategy multiworker shards the tf.data pipeline; remove --set pipeline=pydataset"
+        )
 
     keras.utils.set_random_seed(cfg.seed)
     policy = choose_precision(cfg.mixed_precision)
@@ -290,18 +292,20 @@ def train(
         valid_data = pipeline.ValidationBatches(
             valid_sampler, cfg.batch_size, cfg.valid_segments_per_track
         )
-    elif multiworker:
-        # Each step takes `local` batches of `batch` from each worker's own shard.
-        train_data = shard_datasets(
-            strategy,
-            cfg.batch_size,
-            lambda shard, batch, local: pipeline.tf_dataset(
-                train_sampler(shard), batch, start_epoch * steps * local, remaining * local
-            ),
-        )
     else:
-        train_data = pipeline.tf_dataset(sampler, cfg.batch_size, start_epoch * steps, remaining)
-    if pipeline_name == "tfdata":
+        if multiworker:
+            # Each step takes `local` batches of `batch` from each worker's own shard.
+            train_data = shard_datasets(
+                strategy,
+                cfg.batch_size,
+                lambda shard, batch, local: pipeline.tf_dataset(
+                    train_sampler(shard), batch, start_epoch * steps * local, remaining * local
+                ),
+            )
+        else:
+            train_data = pipeline.tf_dataset(
+                sampler, cfg.batch_size, start_epoch * steps, remaining
+            )
         # Under a multi-worker strategy, tf.distribute shards these segments by example.
         valid_data = pipeline.tf_validation_dataset(
             valid_sampler, cfg.batch_size, cfg.valid_segments_per_track

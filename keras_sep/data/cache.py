@@ -1,20 +1,24 @@
 """On-disk cache of decoded, resampled stems, so training epochs never decode audio.
 
 Each track becomes a folder of ``<source>.npy`` arrays (time, channels) float32 at the
-model's rate plus ``meta.json``, written last. The folder is keyed by the track's
-origin (path), the sample rate and the track name; ``meta.json`` records the source
-file's size and mtime. A folder whose meta is missing (half-written), whose stamp or
-sources differ (stale) or whose arrays do not load with the recorded shape (corrupt)
-is rebuilt. Arrays are opened memory-mapped: a dataset larger than RAM trains fine.
+model's rate plus ``meta.json``, built under a temporary name and renamed into place, so
+processes caching at once (the workers of a multi-worker run) never read a half. The
+folder is keyed by the track's origin (path), the sample rate and the track name;
+``meta.json`` records the source file's size and mtime. A folder whose meta is missing
+(half-written), whose stamp or sources differ (stale) or whose arrays do not load with
+the recorded shape (corrupt) is rebuilt. Arrays are opened memory-mapped: a dataset
+larger than RAM trains fine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,6 @@ import numpy as np
 
 from keras_sep.audio import resample
 from keras_sep.data.tracks import Track
-from keras_sep.folder import atomic_write_text
 
 CACHE_VERSION = 1
 
@@ -87,21 +90,39 @@ def cache_track(track: Track, cache_dir: Path, sample_rate: int) -> tuple[Cached
     cached = _load_if_valid(folder, expected)
     if cached is not None:
         return cached, False
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    names = list(track.sources)
-    length = channels = None
-    for name in names:
-        stem = resample(np.asarray(track.sources[name], np.float32), track.rate, sample_rate)
-        length, channels = stem.shape
-        tmp = folder / f".{name}.tmp.npy"
-        np.save(tmp, np.ascontiguousarray(stem, dtype=np.float32))
-        os.replace(tmp, folder / f"{name}.npy")
-    meta = {**expected, "sources": names, "length": length, "channels": channels}
-    atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        names = list(track.sources)
+        length = channels = None
+        for name in names:
+            stem = resample(np.asarray(track.sources[name], np.float32), track.rate, sample_rate)
+            length, channels = stem.shape
+            np.save(building / f"{name}.npy", np.ascontiguousarray(stem, dtype=np.float32))
+        meta = {**expected, "sources": names, "length": length, "channels": channels}
+        (building / "meta.json").write_text(json.dumps(meta, indent=1))
+        _move_into_place(building, folder, expected)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     cached = _load_if_valid(folder, expected)
     assert cached is not None, f"cache folder {folder} unreadable right after writing"
     return cached, True
+
+
+def _move_into_place(building: Path, folder: Path, expected: dict) -> None:
+    """Rename ``building`` to ``folder``, first moving aside a stale or corrupt ``folder``."""
+    for _ in range(3):
+        try:
+            os.replace(building, folder)  # fails while ``folder`` exists and is not empty
+            return
+        except OSError:
+            if _load_if_valid(folder, expected) is not None:
+                return  # another process cached it first
+            stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}.stale.", dir=folder.parent))
+            with contextlib.suppress(OSError):
+                os.replace(folder, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+    raise OSError(f"could not write the cache folder {folder}")
 
 
 def cache_tracks(

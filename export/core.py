@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -22,8 +21,10 @@ import numpy as np
 
 import keras_sep
 from keras_sep.errors import ExportError, KerasSepError, require
+from keras_sep.files import staged_dir
 from keras_sep.folder import read_config
 from keras_sep.serving import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE, config_summary
+from keras_sep.version import __version__
 
 from .common import first_line, max_abs_error
 from .onnx_model import DEFAULT_OPSET, check_opset
@@ -92,21 +93,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
             raise ExportError(
                 f"--out {out} already holds an export; pass --overwrite to replace it"
             )
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Move the finished export into place, replacing an earlier export at ``out``."""
-    if not out.exists():
-        os.rename(staging, out)
-        return
-    old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
-    os.rename(out, old)
-    try:
-        os.rename(staging, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:
@@ -178,10 +164,7 @@ def export_folder(
     # "native" convolutions: plain dilated convs, which every converter maps to builtins.
     model = keras_sep.load(folder, conv_impl="native")
     cfg = model.arch_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
+    with staged_dir(out) as staging:
         manifest = _export(
             model, architecture, cfg, staging, formats, quantize, opset, model_version, log
         )
@@ -189,12 +172,8 @@ def export_folder(
             _verify(model, cfg, staging, manifest, log)
         manifest["model_folder"] = str(Path(folder).resolve())
         manifest["checksums"] = checksums(staging)
-        # A plain write: the whole folder becomes visible at once, by the rename below.
+        # A plain write: the whole folder becomes visible at once, when the block ends.
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"wrote {out}")
     return manifest
 
@@ -208,7 +187,7 @@ def _export(model, architecture, cfg, staging, formats, quantize, opset, model_v
     shape = [None, None, cfg.channels]
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
-        "keras_sep_version": keras_sep.__version__,
+        "keras_sep_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "architecture": architecture,
         **config_summary(cfg),

@@ -13,8 +13,6 @@ from pathlib import Path
 # keras-sep command; hide INFO only, unless the user has chosen a level.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-__version__ = "0.1.0"
-
 # The bundled demo model folder (trained on synthetic songs, not on real music).
 DEFAULT_MODEL = str(Path(__file__).parent / "pretrained" / "demo")
 
@@ -25,6 +23,7 @@ from keras_sep.errors import KerasSepError  # noqa: E402
 from keras_sep.folder import load, save  # noqa: E402
 from keras_sep.models import SeparationModel, architectures, build, get_config  # noqa: E402
 from keras_sep.separate import separate  # noqa: E402
+from keras_sep.version import __version__  # noqa: E402
 
 __all__ = [
     "DEFAULT_MODEL",

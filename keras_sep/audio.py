@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_sep.errors import AudioError
-from keras_sep.folder import publish
+from keras_sep.files import staged_dir, staged_file
 
 DECODERS = ("auto", "soundfile", "ffmpeg", "tfio")
 # Output formats: extension -> (soundfile format, subtypes by bit depth name).
@@ -172,14 +172,8 @@ def write_audio(
     if subtypes[bit_depth] != "FLOAT":
         audio = np.clip(audio, -1.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".{ext}.tmp")
-    os.close(fd)
-    try:
+    with staged_file(path) as tmp:
         sf.write(tmp, audio, rate, format=fmt, subtype=subtypes[bit_depth])
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -195,20 +189,7 @@ def write_stems(
     The files go to a temporary sibling folder that replaces ``folder`` only once every
     stem is written, so a failure leaves neither a partial set nor a half-written file.
     """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
-    try:
+    with staged_dir(folder) as staging:
         for name, audio in stems.items():
-            write_audio(tmp / f"{name}.{fmt}", audio, rate, bit_depth)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-            os.replace(folder, old / "stems")
-            publish(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            publish(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+            write_audio(staging / f"{name}.{fmt}", audio, rate, bit_depth)
+    return Path(folder)

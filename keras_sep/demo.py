@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_sep.audio import write_audio, write_stems
-from keras_sep.folder import atomic_write_text
+from keras_sep.files import atomic_write_text
 
 # Toy songs with seed 0 and 1 train and validate the demo model; seed 2 is held out.
 DEMO_SEED = 2

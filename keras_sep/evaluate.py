@@ -29,7 +29,7 @@ from keras_sep import metrics
 from keras_sep.audio import fit_length
 from keras_sep.data.tracks import Track
 from keras_sep.errors import DataError
-from keras_sep.folder import atomic_write_text
+from keras_sep.files import atomic_write_text
 from keras_sep.separate import DEFAULT_BATCH_SIZE, Predictor, separate_waveform
 
 # Reference rows: the mixture as every estimate (what doing nothing scores), silence

@@ -12,43 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from keras_sep.errors import ModelFolderError
+from keras_sep.files import atomic_write_text, staged_file
+from keras_sep.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 FORMAT = "keras-sep-model/1"
 # Config fields that change how a model computes, not its weights: safe to override on load.
 RUNTIME_FIELDS = ("conv_impl", "segment_length")
-
-
-def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Rename a finished temporary file or folder onto ``path`` with the usual permissions.
-
-    ``mkstemp`` / ``mkdtemp`` make them private to their owner; a model folder, a stem or
-    an export must be readable by others (a server account) like any file the user writes.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, (0o777 if os.path.isdir(tmp) else 0o666) & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
@@ -59,7 +35,6 @@ def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = Non
     """
     import keras
 
-    import keras_sep
     from keras_sep.models import SeparationModel
 
     if getattr(model, "optimizer", None) is not None and model.optimizer.variables:
@@ -70,17 +45,13 @@ def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = Non
         model = copy
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{WEIGHTS_FILE}.tmp.weights.h5"
-    try:
+    with staged_file(folder / WEIGHTS_FILE, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, folder / WEIGHTS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
     info = {
         "format": FORMAT,
         "architecture": model.architecture,
         "config": model.arch_config.to_dict(),
-        "keras_sep_version": keras_sep.__version__,
+        "keras_sep_version": __version__,
         "keras_backend": keras.backend.backend(),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(metadata or {}),

@@ -12,13 +12,10 @@ larger than RAM trains fine.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ import numpy as np
 
 from keras_sep.audio import resample
 from keras_sep.data.tracks import Track
+from keras_sep.files import staged_dir
 
 CACHE_VERSION = 1
 
@@ -90,9 +88,9 @@ def cache_track(track: Track, cache_dir: Path, sample_rate: int) -> tuple[Cached
     cached = _load_if_valid(folder, expected)
     if cached is not None:
         return cached, False
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    # Processes caching at once (multi-worker training) each build their own copy; the
+    # first to finish publishes it and the others keep that one.
+    with staged_dir(folder, keep=lambda f: _load_if_valid(f, expected) is not None) as building:
         names = list(track.sources)
         length = channels = None
         for name in names:
@@ -101,28 +99,9 @@ def cache_track(track: Track, cache_dir: Path, sample_rate: int) -> tuple[Cached
             np.save(building / f"{name}.npy", np.ascontiguousarray(stem, dtype=np.float32))
         meta = {**expected, "sources": names, "length": length, "channels": channels}
         (building / "meta.json").write_text(json.dumps(meta, indent=1))
-        _move_into_place(building, folder, expected)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
     cached = _load_if_valid(folder, expected)
     assert cached is not None, f"cache folder {folder} unreadable right after writing"
     return cached, True
-
-
-def _move_into_place(building: Path, folder: Path, expected: dict) -> None:
-    """Rename ``building`` to ``folder``, first moving aside a stale or corrupt ``folder``."""
-    for _ in range(3):
-        try:
-            os.replace(building, folder)  # fails while ``folder`` exists and is not empty
-            return
-        except OSError:
-            if _load_if_valid(folder, expected) is not None:
-                return  # another process cached it first
-            stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}.stale.", dir=folder.parent))
-            with contextlib.suppress(OSError):
-                os.replace(folder, stale / "old")
-            shutil.rmtree(stale, ignore_errors=True)
-    raise OSError(f"could not write the cache folder {folder}")
 
 
 def cache_tracks(

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_sep.config import SOURCES
-from keras_sep.folder import atomic_write_text
+from keras_sep.files import atomic_write_text
 
 _SCALES = (
     (0, 2, 4, 5, 7, 9, 11),  # major

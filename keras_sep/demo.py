@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from keras_sep.audio import write_audio, write_stems
+from keras_sep.baselines import MIXTURE, SILENCE, reference_estimates
+from keras_sep.data import toy
+from keras_sep.data.tracks import Track
 from keras_sep.files import atomic_write_text
 
-# Toy songs with seed 0 and 1 train and validate the demo model; seed 2 is held out.
-DEMO_SEED = 2
 RATE = 44100
 
 
@@ -85,15 +86,14 @@ def run_demo(
 ) -> dict:
     """Generate held-out toy song ``song``, separate it, and write stems, a PNG and SDRs."""
     import keras_sep
-    from keras_sep.data import toy
     from keras_sep.metrics import plain_sdr
     from keras_sep.separate import separate_waveform
 
     out = Path(out_dir)
     model = keras_sep.load(model_folder or keras_sep.DEFAULT_MODEL)
-    references = toy.generate_song(DEMO_SEED * 1000 + song, seconds, RATE)
-    references = {s: references[s] for s in model.sources}
-    mixture = np.sum(list(references.values()), axis=0)
+    references = toy.generate_song(toy.song_seed(toy.HELD_OUT_SEED, song), seconds, RATE)
+    track = Track(toy.song_name(song), RATE, {s: references[s] for s in model.sources})
+    references, mixture = dict(track.sources), track.mixture
     started = time.time()
     separation = separate_waveform(
         model, mixture, RATE, batch_size=batch_size, progress="separating" if progress else False
@@ -101,12 +101,10 @@ def run_demo(
     elapsed = time.time() - started
     estimates = separation.stems
 
+    systems = {"model": estimates}
+    systems.update({name: reference_estimates(name, track) for name in (MIXTURE, SILENCE)})
     rows = {
-        source: {
-            "model": plain_sdr(references[source], estimates[source]),
-            "mixture": plain_sdr(references[source], mixture),
-            "silence": plain_sdr(references[source], np.zeros_like(mixture)),
-        }
+        source: {name: plain_sdr(references[source], est[source]) for name, est in systems.items()}
         for source in model.sources
     }
     write_stems(out / "estimates", estimates, RATE)
@@ -122,7 +120,7 @@ def run_demo(
     )
     summary = {
         "model": str(model_folder or keras_sep.DEFAULT_MODEL),
-        "song": f"{toy.song_name(song)} (toy seed {DEMO_SEED}, not used in training)",
+        "song": f"{toy.song_name(song)} (toy seed {toy.HELD_OUT_SEED}, not used in training)",
         "seconds": seconds,
         "separation_seconds": elapsed,
         "real_time_factor": elapsed / seconds,

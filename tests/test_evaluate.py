@@ -7,7 +7,6 @@ well under a minute.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
@@ -18,8 +17,9 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
+from keras_sep import baselines, metrics, report
 from keras_sep import evaluate as ev
-from keras_sep import metrics
+from keras_sep.cli import get_parser
 from keras_sep.data.tracks import Track
 from keras_sep.errors import DataError, ModelFolderError
 
@@ -127,7 +127,7 @@ def test_mixture_row_is_the_energy_ratio():
     names = ("vocals", "drums", "bass", "other")
     refs = make_sources(names, 1.5)
     track = Track("t", RATE, refs)
-    est = ev.reference_estimates(ev.MIXTURE, track)
+    est = baselines.reference_estimates(baselines.MIXTURE, track)
     for s, x in refs.items():
         rest = track.mixture - x
         expected = 10 * np.log10(np.sum(x.astype(np.float64) ** 2) / np.sum(rest**2.0))
@@ -140,10 +140,11 @@ def test_mixture_row_is_the_energy_ratio():
 def test_oracle_masks_sum_to_the_mixture_and_beat_it():
     refs = make_sources(("vocals", "drums"), 2.0)
     track = Track("t", RATE, refs)
-    oracle = ev.reference_estimates(ev.ORACLE, track)
+    oracle = baselines.reference_estimates(baselines.ORACLE, track)
     np.testing.assert_allclose(sum(oracle.values()), track.mixture, atol=1e-4)
     _, plain_oracle = metrics.score(refs, oracle, RATE)
-    _, plain_mix = metrics.score(refs, ev.reference_estimates(ev.MIXTURE, track), RATE)
+    mixture = baselines.reference_estimates(baselines.MIXTURE, track)
+    _, plain_mix = metrics.score(refs, mixture, RATE)
     assert all(plain_oracle[s] > plain_mix[s] + 3 for s in refs)
 
 
@@ -155,18 +156,18 @@ def test_aggregation_matches_hand_computation():
     b = np.array([4.0, 5.0])
     c = np.array([np.nan, np.nan])  # a track without a defined frame counts nowhere
     # Table 1: pooled frames 0, 1, 10, 4, 5 -> mean 4, median 4.
-    assert ev.table1_stats([a, b, c]) == (4.0, 4.0)
+    assert report.table1_stats([a, b, c]) == (4.0, 4.0)
     # SiSEC: per-track medians 1 and 4.5 -> median 2.75.
-    assert ev.sisec_stat([a, b, c]) == 2.75
-    assert ev.mean_median([1.0, 2.0, np.nan, 9.0]) == (4.0, 2.0)
-    assert all(math.isnan(x) for x in ev.table1_stats([c]))
-    assert math.isnan(ev.sisec_stat([c]))
+    assert report.sisec_stat([a, b, c]) == 2.75
+    assert report.mean_median([1.0, 2.0, np.nan, 9.0]) == (4.0, 2.0)
+    assert all(math.isnan(x) for x in report.table1_stats([c]))
+    assert math.isnan(report.sisec_stat([c]))
 
     def scores(track, sdr, plain):
         frames = {"vocals": {m: np.asarray(sdr) for m in metrics.METRICS}}
-        return ev.TrackScores("m", track, frames, {"vocals": plain})
+        return report.TrackScores("m", track, frames, {"vocals": plain})
 
-    summary = ev.aggregate([scores("A", a, 1.0), scores("B", b, 3.0)], ["vocals"])
+    summary = report.aggregate([scores("A", a, 1.0), scores("B", b, 3.0)], ["vocals"])
     stats = summary["m"]["vocals"]
     assert stats["SDR"] == {"mean": 4.0, "median": 4.0, "sisec": 2.75, "frames": 5}
     assert stats["plain_SDR"] == {"mean": 2.0, "median": 2.0}
@@ -184,7 +185,7 @@ def test_track_json_is_museval_format_and_round_trips(tmp_path):
     schema_file = Path(importlib.util.find_spec("museval").origin).parent / "musdb.schema.json"
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(data, json.loads(schema_file.read_text()))
-    back = ev.TrackScores.from_json(data)
+    back = report.TrackScores.from_json(data)
     assert back.plain_sdr == result.plain_sdr
     for s in refs:
         for m in metrics.METRICS:
@@ -307,7 +308,7 @@ def test_resume_skips_scored_tracks(tmp_path):
         ev.evaluate({"m": model}, crash_after_first(), tmp_path)
     assert ev.scores_path(tmp_path, "m", "test", "song 0").is_file()
     assert not ev.scores_path(tmp_path, "m", "test", "song 1").exists()
-    first = ev.TrackScores.from_json(
+    first = report.TrackScores.from_json(
         json.loads(ev.scores_path(tmp_path, "m", "test", "song 0").read_text())
     )
 
@@ -359,21 +360,21 @@ def test_evaluate_errors(tmp_path):
 # --- the command line ------------------------------------------------------------------
 
 
-def cli_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    ev.add_arguments(parser)
-    return parser.parse_args(list(argv))
+def run_cli(*argv: str) -> int:
+    """``keras-sep evaluate ARGV`` without the error handling of ``main``: errors raise."""
+    args = get_parser().parse_args(["evaluate", *argv])
+    return args.run(args)
 
 
 def test_cli_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        ev.run(cli_args("--model", str(tmp_path), "--musdb-root", str(tmp_path / "nope")))
+        run_cli("--model", str(tmp_path), "--musdb-root", str(tmp_path / "nope"))
     with pytest.raises(ModelFolderError):
-        ev.run(cli_args("--model", str(tmp_path / "none"), "--data", "toy"))
+        run_cli("--model", str(tmp_path / "none"), "--data", "toy")
     with pytest.raises(DataError, match="--tracks"):
-        ev.run(cli_args("--data", "toy", "--tracks", "0"))
+        run_cli("--data", "toy", "--tracks", "0")
     with pytest.raises(SystemExit):
-        cli_args("--data", "toy", "--musdb-root", "x")  # one data source only
+        run_cli("--data", "toy", "--musdb-root", "x")  # one data source only
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="musdb needs ffmpeg and ffprobe")
@@ -395,12 +396,12 @@ def test_cli_on_generated_musdb_tree(tmp_path, capsys):
 
     out = tmp_path / "report"
     args = ["--model", str(model), "--musdb-root", str(root), "-o", str(out)]
-    assert ev.run(cli_args(*args)) == 0
+    assert run_cli(*args) == 0
     assert "## SDR, paper Table 1" in capsys.readouterr().out
     assert (out / "scores" / "ddu" / "test" / "Artist - Song.json").is_file()
-    report = json.loads((out / ev.REPORT_JSON).read_text())
-    assert report["tracks"] == ["Artist - Song"]
-    assert report["run"]["data"]["subset"] == "test"
+    written = json.loads((out / report.REPORT_JSON).read_text())
+    assert written["tracks"] == ["Artist - Song"]
+    assert written["run"]["data"]["subset"] == "test"
     # An empty subset is a clear error.
     with pytest.raises(DataError, match="no tracks"):
-        ev.run(cli_args(*args, "--subset", "train", "-o", str(tmp_path / "r2")))
+        run_cli(*args, "--subset", "train", "-o", str(tmp_path / "r2"))

@@ -153,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], progress: bool):
     """Cached (train, valid) tracks from every data source of the config."""
     from keras_sep.data.cache import cache_tracks, default_cache_dir
+    from keras_sep.data.toy import TRAIN_SEED, VALID_SEED
     from keras_sep.data.tracks import musdb_tracks, toy_tracks
 
     if not cfg.data:
@@ -162,10 +163,13 @@ def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], pr
     for source in cfg.data:
         if source == "toy":
             train += toy_tracks(
-                cfg.toy_songs, seed=0, seconds=cfg.toy_seconds, sample_rate=sample_rate
+                cfg.toy_songs, seed=TRAIN_SEED, seconds=cfg.toy_seconds, sample_rate=sample_rate
             )
             valid += toy_tracks(
-                cfg.toy_valid_songs, seed=1, seconds=cfg.toy_seconds, sample_rate=sample_rate
+                cfg.toy_valid_songs,
+                seed=VALID_SEED,
+                seconds=cfg.toy_seconds,
+                sample_rate=sample_rate,
             )
             continue
         train += musdb_tracks(source, "train", "train", sources)

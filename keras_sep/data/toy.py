@@ -27,6 +27,10 @@ import numpy as np
 from keras_sep.config import SOURCES
 from keras_sep.files import atomic_write_text
 
+# Song collections by seed: training draws from seed 0 and validates on seed 1; seed 2 is
+# held out for evaluation and the demo, so no model trained on toy songs has heard it.
+TRAIN_SEED, VALID_SEED, HELD_OUT_SEED = 0, 1, 2
+
 _SCALES = (
     (0, 2, 4, 5, 7, 9, 11),  # major
     (0, 2, 3, 5, 7, 8, 10),  # natural minor
@@ -134,6 +138,11 @@ def song_name(index: int) -> str:
     return f"Toy Song {index + 1:03d}"
 
 
+def song_seed(seed: int, index: int) -> int:
+    """The ``generate_song`` seed of song ``index`` of the collection ``seed``."""
+    return seed * 1000 + index
+
+
 def write_musdb_tree(
     root: str | os.PathLike,
     train: int = 8,
@@ -146,7 +155,7 @@ def write_musdb_tree(
 ) -> Path:
     """Write toy songs in MUSDB18-HQ layout: root/{train,test}/<song>/<stem>.wav, 16-bit PCM.
 
-    Song i (train, then valid, then test) is ``generate_song(seed * 1000 + i)`` named
+    Song i (train, then valid, then test) is ``generate_song(song_seed(seed, i))`` named
     ``song_name(i)``. Validation songs live in train/ and are listed in root/setup.yaml
     (musdb's own setup with ``validation_tracks`` replaced), for
     ``musdb.DB(root, is_wav=True, subsets="train", split="valid", setup_file="setup.yaml")``.
@@ -167,7 +176,7 @@ def write_musdb_tree(
 
         songs = tqdm(songs, total=len(plan), desc="toy songs", unit="song")
     for i, subset in songs:
-        stems = generate_song(seed * 1000 + i, seconds, sample_rate)
+        stems = generate_song(song_seed(seed, i), seconds, sample_rate)
         # On the 1/32768 grid libsndfile writes floats as exact 16-bit integers.
         stems = {k: np.round(v * 32768.0) / 32768.0 for k, v in stems.items()}
         folder = root / subset / song_name(i)

@@ -137,7 +137,7 @@ def toy_tracks(
     from keras_sep.data import toy
 
     for i in range(count):
-        song_seed = seed * 1000 + i
+        song_seed = toy.song_seed(seed, i)
         stems = LazySources(lambda s=song_seed: toy.generate_song(s, seconds, sample_rate))
         origin = {"path": f"toy:{song_seed}", "stamp": f"{seconds}s-{sample_rate}Hz"}
         yield Track(f"{toy.song_name(i)} (seed {seed})", sample_rate, stems, origin)

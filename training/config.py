@@ -36,7 +36,12 @@ class TrainConfig:
     toy_valid_songs: int = 4
     toy_seconds: float = 20.0
     gain: tuple = (0.7, 1.0)
-    augmentations: tuple = ()  # any of: channel_swap, polarity, remix
+    # Any of: channel_swap, polarity, remix, and the production effects of
+    # keras_sep.data.production (eq, saturation, ..., master; "production" = all of them).
+    augmentations: tuple = ()
+    effect_probability: dict = field(default_factory=dict)  # overrides, e.g. {reverb: 0.8}
+    production_context: float = 0.5  # seconds of audio before a segment that effects hear
+    loudness_db: tuple = (-24.0, -10.0)  # mastered mixture RMS, dBFS
     remix_probability: float = 0.5
     silence_threshold_db: float | None = None  # skip segments with a quieter target
     valid_segments_per_track: int = 8
@@ -67,9 +72,10 @@ class TrainConfig:
                     object.__setattr__(self, f.name, float(value))
                 except ValueError:
                     raise ConfigError(f"{f.name} must be a number, got {value!r}") from None
-        for name in ("data", "gain", "augmentations"):
+        for name in ("data", "gain", "augmentations", "loudness_db"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "model", dict(self.model))
+        for name in ("model", "effect_probability"):
+            object.__setattr__(self, name, dict(getattr(self, name)))
         checks = {
             "pipeline": PIPELINES,
             "mixed_precision": PRECISIONS,

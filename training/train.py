@@ -271,7 +271,14 @@ def train(
     train_tracks, valid_tracks = load_tracks(
         cfg, model_cfg.sample_rate, model_cfg.sources, progress
     )
-    augmentation = Augmentation.from_names(cfg.augmentations, cfg.gain, cfg.remix_probability)
+    augmentation = Augmentation.from_names(
+        cfg.augmentations,
+        cfg.gain,
+        cfg.remix_probability,
+        probability=cfg.effect_probability,
+        context=round(cfg.production_context * model_cfg.sample_rate),
+        loudness_db=cfg.loudness_db,
+    )
     sampler_args = dict(
         sources=model_cfg.sources, segment_length=model_cfg.segment_length, seed=cfg.seed
     )
@@ -286,7 +293,11 @@ def train(
         )
 
     sampler = train_sampler()
-    valid_sampler = SegmentSampler(valid_tracks, **sampler_args)
+    # Validation hears production too (one fixed draw per segment), so the best epoch is
+    # the one that separates produced music best.
+    valid_sampler = SegmentSampler(
+        valid_tracks, augmentation=Augmentation(production=augmentation.production), **sampler_args
+    )
     steps = cfg.steps_per_epoch or sampler.steps_per_epoch(cfg.batch_size)
     remaining = (cfg.epochs - start_epoch) * steps
     if pipeline_name == "pydataset":

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from keras_sep.data.cache import CachedTrack
+from keras_sep.data.production import EFFECTS, Production
 from keras_sep.errors import DataError
 
-AUGMENTATIONS = ("channel_swap", "polarity", "remix")
+# "production" is shorthand for every effect in keras_sep.data.production.EFFECTS.
+AUGMENTATIONS = ("channel_swap", "polarity", "remix", "production", *EFFECTS)
 # Redraws allowed when skipping near-silent targets, before accepting a quiet segment.
 SILENCE_ATTEMPTS = 10
+# Keys validation draws apart from training draws (which use shard counts here).
+VALIDATION_KEY = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -32,22 +37,32 @@ class Augmentation:
     # Probability that an example takes each source from an independent random track
     # and offset (Demucs / Open-Unmix style remixing); 0 keeps the stems of one song.
     remix: float = 0.0
+    # Mixing and mastering effects (keras_sep.data.production), or None for dry stems.
+    production: Production | None = None
 
     @classmethod
     def from_names(
-        cls, names: Sequence[str], gain: tuple[float, float] = (0.7, 1.0), remix: float = 0.5
+        cls,
+        names: Sequence[str],
+        gain: tuple[float, float] = (0.7, 1.0),
+        remix: float = 0.5,
+        **production: Any,
     ) -> Augmentation:
+        """The augmentations named in a config; effect names (or ``production`` for all of
+        them) build a ``Production`` with the keyword options (see ``Production``)."""
         unknown = sorted(set(names) - set(AUGMENTATIONS))
         if unknown:
             raise DataError(f"unknown augmentation(s) {unknown}; valid: {list(AUGMENTATIONS)}")
         if not 0 < gain[0] <= gain[1]:
             raise DataError(f"gain range must satisfy 0 < min <= max, got {gain}")
+        effects = EFFECTS if "production" in names else tuple(n for n in names if n in EFFECTS)
         return cls(
             gain_min=gain[0],
             gain_max=gain[1],
             channel_swap="channel_swap" in names,
             polarity="polarity" in names,
             remix=remix if "remix" in names else 0.0,
+            production=Production(effects, **production) if effects else None,
         )
 
 
@@ -96,15 +111,35 @@ class SegmentSampler:
     def _offset(self, rng: np.random.Generator, track: int) -> int:
         return int(rng.integers(0, max(1, self.tracks[track].length - self.segment_length + 1)))
 
-    def gather(self, track_ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """(sources, segment, channels) float32: source k from track_ids[k] at offsets[k]."""
-        out = np.zeros((len(self.sources), self.segment_length, self.channels), np.float32)
+    def gather(
+        self, track_ids: np.ndarray, offsets: np.ndarray, length: int | None = None
+    ) -> np.ndarray:
+        """(sources, length, channels) float32: source k from track_ids[k] at offsets[k].
+
+        ``length`` defaults to the segment length; audio before a track's start (a negative
+        offset) and after its end reads as silence.
+        """
+        length = self.segment_length if length is None else length
+        out = np.zeros((len(self.sources), length, self.channels), np.float32)
         for k, (source, track, offset) in enumerate(
             zip(self.sources, track_ids, offsets, strict=True)
         ):
-            piece = self.tracks[track].sources[source][offset : offset + self.segment_length]
-            out[k, : len(piece)] = piece
+            start = max(0, -offset)
+            piece = self.tracks[track].sources[source][max(0, offset) : offset + length]
+            out[k, start : start + len(piece)] = piece
         return out
+
+    def produce(
+        self, track_ids: np.ndarray, offsets: np.ndarray, factors: np.ndarray, rng
+    ) -> np.ndarray:
+        """Segment stems at ``offsets`` scaled by ``factors``, through the production chain,
+        which reads its context from before the segment."""
+        production = self.augmentation.production
+        speed, before, total = production.window(rng, self.segment_length)
+        window = self.gather(track_ids, np.asarray(offsets) - before, total)
+        window *= factors[:, None, None]
+        rate = self.tracks[int(track_ids[0])].rate
+        return production.process(window, speed, self.segment_length, rng, rate)
 
     def _quiet(self, raw: np.ndarray) -> bool:
         power = np.mean(np.square(raw, dtype=np.float64), axis=(1, 2))
@@ -129,6 +164,11 @@ class SegmentSampler:
         if aug.polarity:
             factors *= rng.choice(np.array([-1.0, 1.0], np.float32), k)
         swap = bool(aug.channel_swap and rng.random() < 0.5)
+        if aug.production is not None:
+            # Gains, flips and swap are applied before the effects (compressors respond to
+            # level), so the produced stems are the targets as they are.
+            targets = self.produce(track_ids, offsets, factors, rng)
+            return (targets[:, :, ::-1] if swap else targets), np.ones(k, np.float32), False
         return raw, factors, swap
 
     def example(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,10 +192,14 @@ class SegmentSampler:
         return plan
 
     def validation_example(self, track: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        """The segment at ``offset`` of ``track``; with production, through one fixed draw of
+        the chain (keyed by track and offset), so every epoch validates on the same audio."""
         k = len(self.sources)
-        return mix(
-            self.gather(np.full(k, track), np.full(k, offset)), np.ones(k, np.float32), False
-        )
+        ids, offsets, ones = np.full(k, track), np.full(k, offset), np.ones(k, np.float32)
+        if self.augmentation.production is None:
+            return mix(self.gather(ids, offsets), ones, False)
+        rng = np.random.default_rng([self.seed, VALIDATION_KEY, track, offset])
+        return mix(self.produce(ids, offsets, ones, rng), ones, False)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """Batches for one pass's worth of audio: total track length / (segment x batch)."""

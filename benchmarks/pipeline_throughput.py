@@ -1,8 +1,11 @@
 """Is the input pipeline ever the bottleneck? Segments/s from the cache vs the training step.
 
 Prints the tf.data and PyDataset throughput (batches of 16 x 16384-sample segments drawn
-from the memory-mapped cache, with all augmentations on), the training step time of the
-tiny and paper presets at batch 16 on this machine, and their ratio.
+from the memory-mapped cache), dry (gains, channel swap, polarity, remix) and with the
+production chain on (every effect of keras_sep.data.production at its default
+probability), the training step time of the bundled model and of the tiny and paper
+presets at batch 16 on this machine, and how many batches the produced pipeline fills per
+step.
 
     python benchmarks/pipeline_throughput.py [--archs dilated_dense] [--paper-steps 1]
 """
@@ -36,7 +39,10 @@ def batches_per_second(batches, count: int) -> float:
 
 
 def step_seconds(arch: str, preset: str, steps: int) -> float:
-    model = keras_sep.build(arch, preset=preset)
+    if preset == "bundled":
+        model = keras_sep.load(keras_sep.DEFAULT_MODEL)
+    else:
+        model = keras_sep.build(arch, preset=preset)
     model.compile(keras.optimizers.Adam(1e-4), loss="mse", jit_compile=False)
     x = np.random.default_rng(0).uniform(-0.5, 0.5, (BATCH, SEGMENT, 2)).astype("float32")
     y = {s: x / 4 for s in model.sources}
@@ -64,32 +70,35 @@ def main() -> None:
         tracks = cache_tracks(
             toy_tracks(args.songs, seed=0, seconds=30, sample_rate=22050), cache, 22050
         )
-        augmentation = Augmentation.from_names(["channel_swap", "polarity", "remix"])
-        sampler = SegmentSampler(tracks, keras_sep.SOURCES, SEGMENT, augmentation=augmentation)
-        py_batches = pipeline.TrainBatches(sampler, BATCH, 0, args.batches + 1)
-        rates = {
-            "tf.data": batches_per_second(
+        rates = {}
+        for chain, names in (("dry", []), ("production", ["production"])):
+            augmentation = Augmentation.from_names(["channel_swap", "polarity", "remix", *names])
+            sampler = SegmentSampler(tracks, keras_sep.SOURCES, SEGMENT, augmentation=augmentation)
+            py_batches = pipeline.TrainBatches(sampler, BATCH, 0, args.batches + 1)
+            rates[f"tf.data, {chain}"] = batches_per_second(
                 pipeline.tf_dataset(sampler, BATCH, 0, args.batches + 1), args.batches
-            ),
+            )
             # One thread here; model.fit runs PyDataset items in worker threads.
-            "PyDataset": batches_per_second(
+            rates[f"PyDataset (1 thread), {chain}"] = batches_per_second(
                 (py_batches[i] for i in range(args.batches + 1)), args.batches
-            ),
-        }
+            )
     for name, rate in rates.items():
         print(
             f"{name}: {rate:.1f} batches/s = {rate * BATCH:.0f} segments/s "
             f"({rate * BATCH * SEGMENT / 22050:.0f} s of audio per second)"
         )
-    print("| model | preset | step (batch 16) | tf.data batches per step |")
+    produced = rates["tf.data, production"]
+    print("| model | preset | step (batch 16) | produced tf.data batches per step |")
     print("|---|---|---|---|")
-    for preset, steps in (("tiny", args.tiny_steps), ("paper", args.paper_steps)):
-        for arch in args.archs:
-            seconds = step_seconds(arch, preset, steps)
-            print(
-                f"| {arch} | {preset} | {seconds:.2f} s | {seconds * rates['tf.data']:.0f} |",
-                flush=True,
-            )
+    runs = [("wave_u_net", "bundled", args.tiny_steps)]
+    runs += [
+        (a, p, n)
+        for p, n in (("tiny", args.tiny_steps), ("paper", args.paper_steps))
+        for a in args.archs
+    ]
+    for arch, preset, steps in runs:
+        seconds = step_seconds(arch, preset, steps)
+        print(f"| {arch} | {preset} | {seconds:.2f} s | {seconds * produced:.1f} |", flush=True)
     print(
         "The pipeline is never the bottleneck while 'batches per step' is above 1 "
         "(it fills that many batches in the time one step takes)."

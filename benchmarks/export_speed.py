@@ -55,7 +55,7 @@ def time_separation(predictor, mixture: np.ndarray, batch_size: int) -> tuple[fl
 def bench(arch: str, preset: str, seconds: float, batch_size: int, quantized: bool) -> dict:
     import keras_sep
     from keras_sep.export import export_folder, load_artifact
-    from keras_sep.export.common import max_abs_error
+    from keras_sep.export.checks import max_abs_error
     from keras_sep.export.tflite import TFLiteRunner, convert_tflite
     from keras_sep.serving import read_manifest
 

@@ -8,7 +8,7 @@ inside the functions that use them, so importing this package is cheap. The runn
 returned by ``load_artifact`` separate through ``keras_sep.separate`` like a Keras model.
 """
 
-from .core import FORMATS, TOLERANCE, check_formats, export_folder, load_artifact, runner_class
+from .artifacts import FORMATS, TOLERANCE, check_formats, export_folder, load_artifact, runner_class
 from .onnx_model import DEFAULT_OPSET
 from .tflite import QUANTIZE
 

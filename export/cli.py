@@ -8,7 +8,7 @@ import sys
 
 from keras_sep.errors import KerasSepError
 
-from .core import FORMATS, export_folder
+from .artifacts import FORMATS, export_folder
 from .onnx_model import DEFAULT_OPSET
 from .tflite import QUANTIZE
 

@@ -12,7 +12,7 @@ import numpy as np
 from keras_sep.errors import ExportError, require
 from keras_sep.serving import SIGNATURE, ExportedModel
 
-from .common import first_line
+from .checks import first_line
 
 if TYPE_CHECKING:
     from keras_sep.models import SeparationModel

@@ -20,7 +20,7 @@ import numpy as np
 from keras_sep.errors import ExportError, require
 from keras_sep.serving import SIGNATURE, ExportedModel
 
-from .common import first_line
+from .checks import first_line
 
 # "none": float32; "dynamic": int8 weights, float activations (dynamic-range quantization);
 # "float16": float16 weights, computed in float32 on CPUs.

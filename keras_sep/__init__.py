@@ -21,7 +21,7 @@ DEFAULT_MODEL = str(Path(__file__).parent / "pretrained" / "demo")
 from keras_sep.config import SOURCES, DilatedConfig, WaveUNetConfig  # noqa: E402
 from keras_sep.errors import KerasSepError  # noqa: E402
 from keras_sep.folder import load, save  # noqa: E402
-from keras_sep.models import SeparationModel, architectures, build, get_config  # noqa: E402
+from keras_sep.models import SeparationModel, architectures, build, model_config  # noqa: E402
 from keras_sep.separate import separate  # noqa: E402
 from keras_sep.version import __version__  # noqa: E402
 
@@ -35,8 +35,8 @@ __all__ = [
     "__version__",
     "architectures",
     "build",
-    "get_config",
     "load",
+    "model_config",
     "save",
     "separate",
 ]

@@ -26,7 +26,9 @@ def conv_layer(filters, kernel_size, dilation, name, impl, transpose=False, **kw
     return layer(filters, kernel_size, dilation, impl=impl, name=name, **kwargs)
 
 
-def conv(x, filters: int, kernel_size: int, dilation: int, name: str, impl: str, transpose=False):
+def conv_leaky_relu(
+    x, filters: int, kernel_size: int, dilation: int, name: str, impl: str, transpose=False
+):
     """A (transposed) dilated convolution followed by LeakyReLU, as every layer of the paper."""
     layer = conv_layer(
         filters, kernel_size, dilation, name, impl, transpose, activation="leaky_relu"
@@ -41,22 +43,33 @@ def concat(tensors: list, name: str):
 def dilated_block(x, filters, kernel_size, dilations, name, impl, transpose=False):
     """Plain block: one convolution per dilation rate, each fed the previous one's output."""
     for i, dilation in enumerate(dilations, 1):
-        x = conv(x, filters, kernel_size, dilation, f"{name}_conv{i}", impl, transpose)
+        x = conv_leaky_relu(x, filters, kernel_size, dilation, f"{name}_conv{i}", impl, transpose)
     return x
 
 
-def dense_block(x, growth_rate, kernel_size, dilations, name, impl, transpose=False, skip=None):
+def dense_block(x, growth_rate, kernel_size, dilations, name, impl, transpose=False):
     """Dense block: every layer's input is the block input and all earlier layers' outputs.
 
-    ``skip`` (an up block's matching down-block output) joins the input of every
-    layer, not only the first: the paper's dense skip connection. Returns the
-    concatenation of the block input(s) and all layer outputs, as in DenseNet.
+    Returns the concatenation of the block input and all layer outputs, as in DenseNet.
     """
-    features = [x] if skip is None else [x, skip]
+    return _dense_layers([x], growth_rate, kernel_size, dilations, name, impl, transpose)
+
+
+def dense_skip_block(x, skip, growth_rate, kernel_size, dilations, name, impl, transpose=False):
+    """An up dense block with the paper's dense skip connection.
+
+    ``skip`` (the matching down block's output) joins the input of every layer, not only
+    the first, beside the block input and all earlier layers' outputs.
+    """
+    return _dense_layers([x, skip], growth_rate, kernel_size, dilations, name, impl, transpose)
+
+
+def _dense_layers(features: list, growth_rate, kernel_size, dilations, name, impl, transpose):
+    features = list(features)
     for i, dilation in enumerate(dilations, 1):
         layer_input = concat(features, f"{name}_conv{i}_input")
         features.append(
-            conv(
+            conv_leaky_relu(
                 layer_input, growth_rate, kernel_size, dilation, f"{name}_conv{i}", impl, transpose
             )
         )
@@ -65,12 +78,12 @@ def dense_block(x, growth_rate, kernel_size, dilations, name, impl, transpose=Fa
 
 def transition(x, filters: int, name: str, impl: str):
     """1x1 convolution that reduces a dense block's channel count."""
-    return conv(x, filters, 1, 1, name, impl)
+    return conv_leaky_relu(x, filters, 1, 1, name, impl)
 
 
 def down_level(x, filters: int, kernel_size: int, name: str, impl: str):
     """Wave-U-Net down level: convolution (kept for the skip), then decimation by 2."""
-    features = conv(x, filters, kernel_size, 1, f"{name}_conv", impl)
+    features = conv_leaky_relu(x, filters, kernel_size, 1, f"{name}_conv", impl)
     return features, Decimate1D(name=f"{name}_decimate")(features)
 
 
@@ -78,7 +91,7 @@ def up_level(x, skip, filters: int, kernel_size: int, name: str, impl: str):
     """Wave-U-Net up level: linear upsampling x2, concatenation with the skip, convolution."""
     x = LinearUpsample1D(name=f"{name}_upsample")(x)
     x = keras.layers.Concatenate(name=f"{name}_skip")([x, skip])
-    return conv(x, filters, kernel_size, 1, f"{name}_conv", impl)
+    return conv_leaky_relu(x, filters, kernel_size, 1, f"{name}_conv", impl)
 
 
 def source_head(features, mixture, cfg: BaseConfig) -> dict:

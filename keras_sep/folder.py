@@ -91,11 +91,11 @@ def read_info(folder: str | os.PathLike) -> dict[str, Any]:
 def read_config(folder: str | os.PathLike) -> tuple[str, Any]:
     """(architecture name, resolved config) of a model folder, without building the model."""
     from keras_sep.errors import KerasSepError
-    from keras_sep.models import get_config
+    from keras_sep.models import model_config
 
     info = read_info(folder)
     try:
-        return info["architecture"], get_config(info["architecture"], **info["config"])
+        return info["architecture"], model_config(info["architecture"], **info["config"])
     except KerasSepError as e:
         raise ModelFolderError(
             f"{Path(folder) / CONFIG_FILE} does not describe a valid model: {e}"

@@ -19,48 +19,55 @@ def wave_u_net(mixture, cfg: WaveUNetConfig):
     for i in range(1, cfg.levels + 1):
         skip, x = blocks.down_level(x, f * i, cfg.down_kernel, f"down{i}", impl)
         skips.append(skip)
-    x = blocks.conv(x, f * (cfg.levels + 1), cfg.down_kernel, 1, "bottleneck_conv", impl)
+    x = blocks.conv_leaky_relu(x, f * (cfg.levels + 1), cfg.down_kernel, 1, "bottleneck_conv", impl)
     for i in range(cfg.levels, 0, -1):
         x = blocks.up_level(x, skips[i - 1], f * i, cfg.up_kernel, f"up{i}", impl)
     return x
 
 
-def dilated_u_net(mixture, cfg: DilatedConfig):
-    """Dilated U-Net, or Dilated Dense U-Net when ``cfg.dense``: full resolution throughout."""
+def down_block(x, cfg: DilatedConfig, b: int, dilations, name: str):
+    """Down block ``b`` (or the bottleneck): dilated convolutions at full resolution.
+
+    Plain: one convolution per dilation rate. Dense: a dense block, then a 1x1 transition.
+    """
     impl = cfg.conv_impl
+    if not cfg.dense:
+        return blocks.dilated_block(x, cfg.block_filters(b), cfg.kernel_size, dilations, name, impl)
+    x = blocks.dense_block(x, cfg.block_growth(b), cfg.kernel_size, dilations, name, impl)
+    return blocks.transition(x, cfg.block_transition(b), f"{name}_transition", impl)
+
+
+def up_block(x, skip, cfg: DilatedConfig, b: int, name: str):
+    """Up block ``b``: transposed dilated convolutions, rates in reverse, fed the skip.
+
+    Plain: the skip is concatenated to the input once. Dense: the dense skip connection
+    feeds it to every layer, then a 1x1 transition.
+    """
+    impl, dilations = cfg.conv_impl, cfg.dilations[b - 1][::-1]
+    if not cfg.dense:
+        x = blocks.concat([x, skip], f"{name}_skip")
+        return blocks.dilated_block(
+            x, cfg.block_filters(b), cfg.up_kernel, dilations, name, impl, transpose=True
+        )
+    x = blocks.dense_skip_block(
+        x, skip, cfg.block_growth(b), cfg.up_kernel, dilations, name, impl, transpose=True
+    )
+    return blocks.transition(x, cfg.block_transition(b), f"{name}_transition", impl)
+
+
+def dilated_u_net(mixture, cfg: DilatedConfig):
+    """Dilated U-Net, or Dilated Dense U-Net when ``cfg.dense`` (the paper's Fig. 1 and 2).
+
+    Down blocks, a bottleneck of undilated layers, and up blocks fed the matching down
+    block's output, all at full resolution.
+    """
     x, skips = mixture, []
     for b, dilations in enumerate(cfg.dilations, 1):
-        if cfg.dense:
-            x = blocks.dense_block(
-                x, cfg.block_growth(b), cfg.kernel_size, dilations, f"down{b}", impl
-            )
-            x = blocks.transition(x, cfg.block_transition(b), f"down{b}_transition", impl)
-        else:
-            x = blocks.dilated_block(
-                x, cfg.block_filters(b), cfg.kernel_size, dilations, f"down{b}", impl
-            )
+        x = down_block(x, cfg, b, dilations, f"down{b}")
         skips.append(x)
-
-    b = cfg.num_blocks + 1
-    ones = [1] * cfg.bottleneck_layers
-    if cfg.dense:
-        x = blocks.dense_block(x, cfg.block_growth(b), cfg.kernel_size, ones, "bottleneck", impl)
-        x = blocks.transition(x, cfg.block_transition(b), "bottleneck_transition", impl)
-    else:
-        x = blocks.dilated_block(x, cfg.block_filters(b), cfg.kernel_size, ones, "bottleneck", impl)
-
+    x = down_block(x, cfg, cfg.num_blocks + 1, [1] * cfg.bottleneck_layers, "bottleneck")
     for b in range(cfg.num_blocks, 0, -1):
-        dilations, skip = cfg.dilations[b - 1][::-1], skips[b - 1]
-        if cfg.dense:
-            x = blocks.dense_block(
-                x, cfg.block_growth(b), cfg.up_kernel, dilations, f"up{b}", impl, True, skip
-            )
-            x = blocks.transition(x, cfg.block_transition(b), f"up{b}_transition", impl)
-        else:
-            x = blocks.concat([x, skip], f"up{b}_skip")
-            x = blocks.dilated_block(
-                x, cfg.block_filters(b), cfg.up_kernel, dilations, f"up{b}", impl, True
-            )
+        x = up_block(x, skips[b - 1], cfg, b, f"up{b}")
     return x
 
 
@@ -97,7 +104,7 @@ def _lookup(name: str) -> tuple[Architecture, Callable]:
     return _ARCHITECTURES[name]
 
 
-def get_config(name: str, preset: str = "paper", **overrides: Any) -> BaseConfig:
+def model_config(name: str, preset: str = "paper", **overrides: Any) -> BaseConfig:
     """The resolved config of architecture ``name`` at ``preset`` with ``overrides``."""
     return _lookup(name)[0].config(preset, **overrides)
 
@@ -106,7 +113,7 @@ def get_config(name: str, preset: str = "paper", **overrides: Any) -> BaseConfig
 class SeparationModel(keras.Model):
     """A functional model mapping ``mixture`` (batch, time, channels) to one output per source.
 
-    Built from an architecture name and its config, which ``get_config`` returns, so
+    Built from an architecture name and its config, which ``model_config`` returns, so
     saving and loading need nothing else.
     """
 
@@ -155,4 +162,4 @@ def build(name: str, preset: str = "paper", **overrides: Any) -> SeparationModel
     ``overrides`` replace config fields, e.g. ``build("dilated", dilation="constant:512")``.
     Unknown names, presets or fields raise ``ConfigError`` listing the valid ones.
     """
-    return SeparationModel(name, get_config(name, preset, **overrides))
+    return SeparationModel(name, model_config(name, preset, **overrides))

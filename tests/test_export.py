@@ -25,9 +25,9 @@ import tensorflow as tf  # noqa: E402
 import keras_sep  # noqa: E402
 from keras_sep.errors import ExportError  # noqa: E402
 from keras_sep.export import FORMATS, TOLERANCE, load_artifact  # noqa: E402
+from keras_sep.export.artifacts import checksums  # noqa: E402
+from keras_sep.export.checks import max_abs_error  # noqa: E402
 from keras_sep.export.cli import main  # noqa: E402
-from keras_sep.export.common import max_abs_error  # noqa: E402
-from keras_sep.export.core import checksums  # noqa: E402
 from keras_sep.export.tflite import TFLiteRunner, _interpreter_class, convert_tflite, tflite_ops  # noqa: E402
 from keras_sep.layers import DilatedConv1DTranspose  # noqa: E402
 from keras_sep.separate import separate  # noqa: E402

@@ -235,7 +235,7 @@ def train(
     import keras
 
     from keras_sep.data.sampler import Augmentation, SegmentSampler
-    from keras_sep.models import SeparationModel, get_config
+    from keras_sep.models import SeparationModel, model_config
     from keras_sep.training import pipeline
     from keras_sep.training.callbacks import SaveBest, plot_history
 
@@ -250,7 +250,7 @@ def train(
         raise ConfigError(f"{out} already holds a trained model; pass another --out or --overwrite")
     if start_epoch >= cfg.epochs:
         raise ConfigError(f"{out} has already trained {start_epoch} of {cfg.epochs} epochs")
-    model_cfg = get_config(
+    model_cfg = model_config(
         cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model
     )
     backend = keras.backend.backend()

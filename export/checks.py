@@ -1,4 +1,4 @@
-"""Small helpers shared by the format modules."""
+"""Checking what a converter produced: its distance from Keras, and its error in one line."""
 
 from __future__ import annotations
 

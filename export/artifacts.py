@@ -26,7 +26,7 @@ from keras_sep.folder import read_config
 from keras_sep.serving import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE, config_summary
 from keras_sep.version import __version__
 
-from .common import first_line, max_abs_error
+from .checks import first_line, max_abs_error
 from .onnx_model import DEFAULT_OPSET, check_opset
 from .tflite import QUANTIZE
 

@@ -162,8 +162,6 @@ def write_musdb_tree(
     Stems are rounded to the 16-bit grid first, so mixture.wav is exactly their sum.
     Existing files of these songs are replaced; other folders under ``root`` are left alone.
     """
-    import yaml
-
     from keras_sep.audio import write_audio
 
     if min(train, valid, test) < 0:
@@ -184,11 +182,20 @@ def write_musdb_tree(
             write_audio(folder / f"{name}.wav", stems[name], sample_rate)
         write_audio(folder / "mixture.wav", sum(stems.values()), sample_rate)
 
+    write_setup(root, [song_name(i) for i in range(train, train + valid)])
+    return root
+
+
+def write_setup(root: str | os.PathLike, validation: list[str]) -> Path:
+    """Write root/setup.yaml: musdb's own setup with ``validation_tracks`` replaced."""
+    import yaml
+
     setup = yaml.safe_load(_musdb_setup_path().read_text())
-    setup["validation_tracks"] = [song_name(i) for i in range(train, train + valid)]
+    setup["validation_tracks"] = list(validation)
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "setup.yaml", yaml.safe_dump(setup, sort_keys=False))
-    return root
+    return root / "setup.yaml"
 
 
 def _musdb_setup_path() -> Path:

@@ -75,6 +75,7 @@ MODES = {
     "lydian": (0, 2, 4, 6, 7, 9, 11),
     "harmonic minor": (0, 2, 3, 5, 7, 8, 11),
 }
+MODE_WEIGHTS = (0.3, 0.3, 0.1, 0.1, 0.06, 0.06, 0.08)  # mostly major and minor, as in pop
 # meter: (pulses per bar, strong pulses, backbeat pulses, pulse length in quarter notes)
 METERS = {
     "4/4": (4, (0, 2), (1, 3), 1.0),
@@ -193,7 +194,7 @@ def compose_song(
     bar = pulses * pulse
     bars = math.ceil(seconds / bar) + 1
     tonic = int(rng.integers(12))
-    mode = str(rng.choice(list(MODES)))
+    mode = str(rng.choice(list(MODES), p=MODE_WEIGHTS))
     scale = MODES[mode]
     density = float(rng.uniform(0.0, 1.0))
     human = float(rng.uniform(0.0, 1.0))  # how loose timing and dynamics are
@@ -270,7 +271,7 @@ class _Grid:
         start = max(0.0, start)
         if start >= self.seconds:
             return None
-        vel = int(np.clip(velocity + self.rng.normal(0.0, self.vel_spread), 20, 127))
+        vel = int(min(127, max(20, velocity + self.rng.normal(0.0, self.vel_spread))))
         length = max(0.03, length_pulses * self.pulse * 0.95)
         return Note(round(start, 4), round(length, 4), int(pitch), vel)
 
@@ -477,6 +478,9 @@ def _phrases(rng, grid, melody, starts, length, spans, spoken) -> tuple[Phrase, 
     pan = float(rng.uniform(-0.3, 0.3))
     out = []
     for s in starts:
+        # Bounds are rounded to 0.1 ms, the start is not: a phrase on the downbeat that ends
+        # a sung section may still count as in it. Kept as rendered, so that seeds keep
+        # giving the songs of the published corpus.
         if not any(a <= s < b for a, b in spans) or s >= grid.seconds - 0.5:
             continue
         # about as many words as fit the phrase at this speed (espeak: words per minute)
@@ -727,11 +731,21 @@ def main(argv: list[str] | None = None) -> int:
     write_setup(args.out, valid)
     t0 = time.perf_counter()
     done = 0
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for result in pool.map(render_batch, batches, [args.out] * len(batches),
-                               [args.rate] * len(batches)):
+    outs, rates = [args.out] * len(batches), [args.rate] * len(batches)
+    # one job renders in this process (tests replace its FluidSynth and espeak-ng calls)
+    pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
+    try:
+        for result in (pool.map if pool else map)(render_batch, batches, outs, rates):
             done += len(result)
             print(f"{done}/{len(todo)} songs, {time.perf_counter() - t0:.0f} s", flush=True)
+    except subprocess.CalledProcessError as e:
+        detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
+        print(f"error: {e.cmd[0]} failed ({' '.join(detail) or f'exit {e.returncode}'}); "
+              f"songs written so far are complete, run again to render the rest", file=sys.stderr)
+        return 1
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     if todo:
         print(f"rendered {len(todo)} songs in {time.perf_counter() - t0:.0f} s "
               f"({(time.perf_counter() - t0) / len(todo):.2f} s/song with {args.jobs} jobs)")

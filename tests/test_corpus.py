@@ -5,7 +5,7 @@ end test replaces the two rendering calls with noise where a part plays.
 """
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from keras_sep.training import render_corpus as rc
 SECONDS = 20.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def songs(split: str = "train", n: int = 12) -> tuple:
     return tuple(rc.compose_song(split, i, SECONDS) for i in range(n))
 
@@ -122,7 +122,7 @@ def test_sections_make_parts_drop_out():
     dropped = 0
     for song in songs():
         assert song.sections[0].start == 0 and song.sections[-1].end == SECONDS
-        for a, b in zip(song.sections, song.sections[1:]):
+        for a, b in zip(song.sections, song.sections[1:], strict=False):
             assert a.end == b.start
         for stem in ("drums", "bass", "vocals"):
             spans = [(s.start, s.end) for s in song.sections if stem in s.active]
@@ -157,7 +157,7 @@ def test_mix_is_the_exact_sum_of_16_bit_stems_and_peaks_below_0_dbfs():
     assert np.array_equal(mixed["mixture"], sum(mixed[k] for k in rc.STEMS))
     peak = np.max(np.abs(mixed["mixture"]))
     assert peak == pytest.approx(10 ** (-1 / 20), abs=1e-3) and peak < 1
-    assert not mixed["vocals"].any() and not mixed["bass"][: rate].any()
+    assert not mixed["vocals"].any() and not mixed["bass"][:rate].any()
     # the levels hold between the sounding parts of the stems (bass: its second half)
     drums, bass, other = (rc.active_rms(mixed[k], rate) for k in ("drums", "bass", "other"))
     assert 20 * np.log10(bass / drums) == pytest.approx(6.0, abs=0.3)
@@ -190,8 +190,21 @@ def test_main_writes_a_musdb_tree(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rc.shutil, "which", lambda tool: f"/usr/bin/{tool}")
     monkeypatch.setattr(rc, "FONTS", {k: __file__ for k in rc.FONTS})
     out = tmp_path / "corpus"
-    args = [str(out), "--train", "2", "--valid", "1", "--test", "1", "--seconds", "2",
-            "--rate", "8000", "--batch", "3"]
+    args = [
+        str(out),
+        "--train",
+        "2",
+        "--valid",
+        "1",
+        "--test",
+        "1",
+        "--seconds",
+        "2",
+        "--rate",
+        "8000",
+        "--batch",
+        "3",
+    ]
     assert rc.main(args) == 0
     train = sorted(p.name for p in (out / "train").iterdir())
     assert train == ["Corpus train 0000", "Corpus train 0001", "Corpus valid 0000"]
@@ -200,8 +213,9 @@ def test_main_writes_a_musdb_tree(tmp_path, monkeypatch, capsys):
     assert setup["validation_tracks"] == ["Corpus valid 0000"]
     assert set(setup["sources"]) == set(rc.STEMS)
     song = out / "test" / "Corpus test 0000"
-    audio = {k: sf.read(song / f"{k}.wav", dtype="int16")[0].astype(int) for k in
-             (*rc.STEMS, "mixture")}
+    audio = {
+        k: sf.read(song / f"{k}.wav", dtype="int16")[0].astype(int) for k in (*rc.STEMS, "mixture")
+    }
     assert np.array_equal(audio["mixture"], sum(audio[k] for k in rc.STEMS))
     assert audio["mixture"].shape == (16000, 2) and sf.info(song / "bass.wav").samplerate == 8000
     meta = json.loads((song / "song.json").read_text())

@@ -90,7 +90,7 @@ ESPEAK_FOREIGN = ("es", "it", "pt-br", "fr-fr", "de", "nl", "sv")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
 ESPEAK_VARIANTS += ("klatt", "klatt2", "klatt3", "croak", "Annie", "Andy", "Alicia", "Michael")
 ESPEAK_VARIANTS += ("steph", "linda", "max", "Mike", "belinda", "john", "edward", "robert")
-WORDS = (
+WORDS = (  # noqa: SIM905 (a word list reads best as text)
     "yeah go now love night fire dream baby shine run alone heart sky light time away home "
     "rain gold river stay fall rise wild blue ocean cold burning shadow tonight forever "
     "hold on let me wait slow down come back never again falling star dance all night"
@@ -207,34 +207,87 @@ def compose_song(
 
     n_other = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
     sections = _sections(rng, bars, bar, seconds, n_other)
-    active = {name: [(s.start, s.end) for s in sections if name in s.active] for name in
-              ("drums", "bass", "vocals", "other0", "other1", "other2")}
+    active = {
+        name: [(s.start, s.end) for s in sections if name in s.active]
+        for name in ("drums", "bass", "vocals", "other0", "other1", "other2")
+    }
     grid = _Grid(rng, pulse, pulses, strong, backbeat, bars, seconds, human)
 
     parts = []
     font = pick_font()
     kit = int(rng.choice(GM_KITS if rng.random() < 0.75 else KITS[font]))
-    parts.append(_part("drums", "drums", DRUM_CHANNEL, kit, font, 64, 110,
-                       _drums(rng, grid, density, sections), active["drums"]))
+    parts.append(
+        _part(
+            "drums",
+            "drums",
+            DRUM_CHANNEL,
+            kit,
+            font,
+            64,
+            110,
+            _drums(rng, grid, density, sections),
+            active["drums"],
+        )
+    )
     bass_program = int(rng.choice(BASS_PROGRAMS if rng.random() < 0.8 else LOW_PROGRAMS))
-    parts.append(_part("bass", "bass", 0, bass_program, pick_font(), int(rng.integers(54, 75)),
-                       110, _bass(rng, grid, density, chords, tonic, scale), active["bass"]))
+    parts.append(
+        _part(
+            "bass",
+            "bass",
+            0,
+            bass_program,
+            pick_font(),
+            int(rng.integers(54, 75)),
+            110,
+            _bass(rng, grid, density, chords, tonic, scale),
+            active["bass"],
+        )
+    )
     roles = list(rng.choice(list(OTHER_POOLS), size=n_other, replace=n_other > 4))
     for k, role in enumerate(roles):
         program = int(rng.choice(OTHER_POOLS[role]))
         notes = _other(rng, grid, density, chords, tonic, scale, role)
-        parts.append(_part("other", role, 1 + k, program, pick_font(), int(rng.integers(20, 108)),
-                           int(rng.integers(70, 120)), notes, active[f"other{k}"]))
+        parts.append(
+            _part(
+                "other",
+                role,
+                1 + k,
+                program,
+                pick_font(),
+                int(rng.integers(20, 108)),
+                int(rng.integers(70, 120)),
+                notes,
+                active[f"other{k}"],
+            )
+        )
 
     vocal_style = str(rng.choice(["gm", "sung", "spoken", "gm+spoken"], p=[0.4, 0.3, 0.2, 0.1]))
     melody, phrase_starts, phrase_length = _melody(rng, grid, chords, tonic, scale)
     phrases: tuple[Phrase, ...] = ()
     if vocal_style in ("gm", "gm+spoken"):
-        parts.append(_part("vocals", "voice", 4, int(rng.choice(VOCAL_PROGRAMS)), pick_font(),
-                           int(rng.integers(54, 75)), 115, melody, active["vocals"]))
+        parts.append(
+            _part(
+                "vocals",
+                "voice",
+                4,
+                int(rng.choice(VOCAL_PROGRAMS)),
+                pick_font(),
+                int(rng.integers(54, 75)),
+                115,
+                melody,
+                active["vocals"],
+            )
+        )
     if vocal_style != "gm":
-        phrases = _phrases(rng, grid, melody, phrase_starts, phrase_length, active["vocals"],
-                           spoken=vocal_style != "sung")
+        phrases = _phrases(
+            rng,
+            grid,
+            melody,
+            phrase_starts,
+            phrase_length,
+            active["vocals"],
+            spoken=vocal_style != "sung",
+        )
     levels = {
         "drums": float(rng.uniform(-5.0, 2.0)),
         "bass": float(rng.uniform(-7.0, 2.0)),
@@ -242,10 +295,21 @@ def compose_song(
         "vocals": float(rng.uniform(-4.0, 3.0)),
     }
     return Song(
-        name=song_name(split, index), split=split, seed=seed, seconds=float(seconds),
-        bpm=round(bpm, 2), meter=meter, tonic=tonic, mode=mode, density=round(density, 3),
-        vocal_style=vocal_style, sections=sections, parts=tuple(parts), phrases=phrases,
-        levels_db=levels, peak_db=float(rng.uniform(-6.0, -0.5)),
+        name=song_name(split, index),
+        split=split,
+        seed=seed,
+        seconds=float(seconds),
+        bpm=round(bpm, 2),
+        meter=meter,
+        tonic=tonic,
+        mode=mode,
+        density=round(density, 3),
+        vocal_style=vocal_style,
+        sections=sections,
+        parts=tuple(parts),
+        phrases=phrases,
+        levels_db=levels,
+        peak_db=float(rng.uniform(-6.0, -0.5)),
     )
 
 
@@ -282,7 +346,9 @@ def _part(stem, role, channel, program, font, pan, volume, notes, spans) -> Part
     for n in notes:
         for a, b in spans:
             if a <= n.start < b - 0.05:
-                kept.append(Note(n.start, round(min(n.length, b - n.start), 4), n.pitch, n.velocity))
+                kept.append(
+                    Note(n.start, round(min(n.length, b - n.start), 4), n.pitch, n.velocity)
+                )
                 break
     return Part(stem, role, channel, program, font, pan, volume, tuple(kept))
 
@@ -308,7 +374,14 @@ def _chord(tonic: int, scale, degree: int, base: int, seventh: bool = False) -> 
 def _sections(rng, bars, bar, seconds, n_other) -> tuple[Section, ...]:
     """Sections of 1-8 bars; each part plays in some of them, so stems fall silent."""
     names = ["drums", "bass", "vocals"] + [f"other{k}" for k in range(n_other)]
-    odds = {"drums": 0.85, "bass": 0.85, "vocals": 0.75, "other0": 0.8, "other1": 0.65, "other2": 0.55}
+    odds = {
+        "drums": 0.85,
+        "bass": 0.85,
+        "vocals": 0.75,
+        "other0": 0.8,
+        "other1": 0.65,
+        "other2": 0.55,
+    }
     spans = []
     b = 0
     while b * bar < seconds:
@@ -447,7 +520,11 @@ def _line(rng, grid, chords, tonic, scale, base, rest, velocity) -> list[Note]:
                 t += length
                 continue
             if t in grid.strong:
-                degree = chord_degree + int(rng.choice([0, 2, 4])) + 7 * round((degree - chord_degree) / 7)
+                degree = (
+                    chord_degree
+                    + int(rng.choice([0, 2, 4]))
+                    + 7 * round((degree - chord_degree) / 7)
+                )
             else:
                 degree += int(rng.choice([-2, -1, -1, 1, 1, 2]))
             degree = int(np.clip(degree, 2, 13))
@@ -491,9 +568,14 @@ def _phrases(rng, grid, melody, starts, length, spans, spoken) -> tuple[Phrase, 
             text = " ".join(rng.choice(SYLLABLES, size=words))
         here = [n.pitch for n in melody if s <= n.start < s + length]
         # espeak's -p moves the voice's pitch; follow the melody's register where it sings
-        pitch = int(np.clip((np.mean(here) - 48) * 3, 0, 99)) if here and not spoken else int(
-            rng.integers(20, 80))
-        out.append(Phrase(round(s, 4), text, voice, pitch, speed, float(rng.uniform(0.7, 1.0)), pan))
+        pitch = (
+            int(np.clip((np.mean(here) - 48) * 3, 0, 99))
+            if here and not spoken
+            else int(rng.integers(20, 80))
+        )
+        out.append(
+            Phrase(round(s, 4), text, voice, pitch, speed, float(rng.uniform(0.7, 1.0)), pan)
+        )
     return tuple(out)
 
 
@@ -528,12 +610,25 @@ def segments_midi(segments: list[list[Part]], seconds: float):
             ]
             events += [(tick(0.0), 0, i, m) for i, m in enumerate(setup)]
             for start, end, pitch, vel in _note_spans(part.notes, seconds):
-                events.append((tick(start), 2, 0, mido.Message(
-                    "note_on", channel=ch, note=pitch, velocity=vel)))
-                events.append((tick(end), 1, 0, mido.Message(
-                    "note_off", channel=ch, note=pitch, velocity=0)))
-            events.append((tick(seconds + GAP - 0.2), 3, 0, mido.Message(
-                "control_change", channel=ch, control=120, value=0)))
+                events.append(
+                    (
+                        tick(start),
+                        2,
+                        0,
+                        mido.Message("note_on", channel=ch, note=pitch, velocity=vel),
+                    )
+                )
+                events.append(
+                    (tick(end), 1, 0, mido.Message("note_off", channel=ch, note=pitch, velocity=0))
+                )
+            events.append(
+                (
+                    tick(seconds + GAP - 0.2),
+                    3,
+                    0,
+                    mido.Message("control_change", channel=ch, control=120, value=0),
+                )
+            )
     events.sort(key=lambda e: e[:3])
     track = mido.MidiTrack()
     track.append(mido.MetaMessage("set_tempo", tempo=500_000, time=0))
@@ -576,9 +671,27 @@ def render_segments(font: str, segments, seconds, rate, workdir: Path) -> list[n
     mid_path = workdir / f"{font}.mid"
     wav_path = workdir / f"{font}.wav"
     segments_midi(segments, seconds).save(mid_path)
-    cmd = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-r", str(rate),
-           "-O", "float", "-o", "synth.polyphony=512", "-F", str(wav_path), FONTS[font],
-           str(mid_path)]
+    cmd = [
+        "fluidsynth",
+        "-ni",
+        "-q",
+        "-R",
+        "0",
+        "-C",
+        "0",
+        "-g",
+        "0.5",
+        "-r",
+        str(rate),
+        "-O",
+        "float",
+        "-o",
+        "synth.polyphony=512",
+        "-F",
+        str(wav_path),
+        FONTS[font],
+        str(mid_path),
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     audio, _ = sf.read(wav_path, dtype="float32", always_2d=True)
     n = round(seconds * rate)
@@ -602,8 +715,18 @@ def speak(phrases, seconds, rate, workdir: Path) -> np.ndarray:
     out = np.zeros((n, 2), np.float32)
     for i, ph in enumerate(phrases):
         path = workdir / f"phrase{i}.wav"
-        cmd = ["espeak-ng", "-v", ph.voice, "-p", str(ph.pitch), "-s", str(ph.speed),
-               "-w", str(path), ph.text]
+        cmd = [
+            "espeak-ng",
+            "-v",
+            ph.voice,
+            "-p",
+            str(ph.pitch),
+            "-s",
+            str(ph.speed),
+            "-w",
+            str(path),
+            ph.text,
+        ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         voice, sr = sf.read(path, dtype="float32", always_2d=True)
         voice = resample(voice[:, :1], sr, rate)[:, 0] if sr != rate else voice[:, 0]
@@ -659,13 +782,17 @@ def render_batch(songs: list[Song], out: Path, rate: int) -> list[tuple[str, flo
                 fonts = {p.font for p in song.parts if p.stem == stem}
                 for font in sorted(fonts):
                     jobs.setdefault(font, []).append((i, stem, font))
-        stems = [{s: np.zeros((round(song.seconds * rate), 2), np.float32) for s in STEMS}
-                 for song in songs]
+        stems = [
+            {s: np.zeros((round(song.seconds * rate), 2), np.float32) for s in STEMS}
+            for song in songs
+        ]
         for font, keys in jobs.items():
-            segments = [[p for p in songs[i].parts if p.stem == stem and p.font == f]
-                        for i, stem, f in keys]
-            for (i, stem, _), audio in zip(keys, render_segments(
-                    font, segments, songs[0].seconds, rate, work), strict=True):
+            segments = [
+                [p for p in songs[i].parts if p.stem == stem and p.font == f] for i, stem, f in keys
+            ]
+            for (i, stem, _), audio in zip(
+                keys, render_segments(font, segments, songs[0].seconds, rate, work), strict=True
+            ):
                 stems[i][stem] += audio
         for i, song in enumerate(songs):
             if song.phrases:
@@ -680,21 +807,29 @@ def render_batch(songs: list[Song], out: Path, rate: int) -> list[tuple[str, flo
 
 def plan(train, valid, test, train_from=0, valid_from=0, test_from=0):
     """(split, index) of every song to render."""
-    return ([("train", i) for i in range(train_from, train_from + train)]
-            + [("valid", i) for i in range(valid_from, valid_from + valid)]
-            + [("test", i) for i in range(test_from, test_from + test)])
+    return (
+        [("train", i) for i in range(train_from, train_from + train)]
+        + [("valid", i) for i in range(valid_from, valid_from + valid)]
+        + [("test", i) for i in range(test_from, test_from + test)]
+    )
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="corpus folder (songs already there are kept)")
     p.add_argument("--train", type=int, default=0, help="training songs")
-    p.add_argument("--valid", type=int, default=0, help="validation songs (in train/, listed "
-                   "in setup.yaml)")
+    p.add_argument(
+        "--valid", type=int, default=0, help="validation songs (in train/, listed in setup.yaml)"
+    )
     p.add_argument("--test", type=int, default=0, help="test songs")
     for split in ("train", "valid", "test"):
-        p.add_argument(f"--{split}-from", type=int, default=0, metavar="I",
-                       help=f"index of the first {split} song (seed {SPLIT_SEEDS[split]} + I)")
+        p.add_argument(
+            f"--{split}-from",
+            type=int,
+            default=0,
+            metavar="I",
+            help=f"index of the first {split} song (seed {SPLIT_SEEDS[split]} + I)",
+        )
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--rate", type=int, default=22050)
     p.add_argument("--fonts", nargs="+", default=list(FONTS), choices=list(FONTS))
@@ -709,20 +844,27 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     counts = (args.train, args.valid, args.test, args.train_from, args.valid_from, args.test_from)
     if min(counts) < 0 or args.seconds <= 0 or args.rate < 8000 or args.jobs < 1 or args.batch < 1:
-        print("error: song counts and indices must be >= 0, --seconds > 0, --rate >= 8000, "
-              "--jobs and --batch >= 1", file=sys.stderr)
+        print(
+            "error: song counts and indices must be >= 0, --seconds > 0, --rate >= 8000, "
+            "--jobs and --batch >= 1",
+            file=sys.stderr,
+        )
         return 2
     missing = [tool for tool in ("fluidsynth", "espeak-ng") if shutil.which(tool) is None]
-    missing += [path for font, path in FONTS.items() if font in args.fonts
-                and not Path(path).is_file()]
+    missing += [
+        path for font, path in FONTS.items() if font in args.fonts and not Path(path).is_file()
+    ]
     if missing:
-        print(f"error: missing {', '.join(missing)}; install fluidsynth, espeak-ng, "
-              "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont",
-              file=sys.stderr)
+        print(
+            f"error: missing {', '.join(missing)}; install fluidsynth, espeak-ng, "
+            "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont",
+            file=sys.stderr,
+        )
         return 1
     todo = []
-    for split, i in plan(args.train, args.valid, args.test,
-                         args.train_from, args.valid_from, args.test_from):
+    for split, i in plan(
+        args.train, args.valid, args.test, args.train_from, args.valid_from, args.test_from
+    ):
         folder = args.out / ("test" if split == "test" else "train") / song_name(split, i)
         if not (folder / "mixture.wav").is_file():
             todo.append(compose_song(split, i, args.seconds, tuple(args.fonts)))
@@ -740,15 +882,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{done}/{len(todo)} songs, {time.perf_counter() - t0:.0f} s", flush=True)
     except subprocess.CalledProcessError as e:
         detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
-        print(f"error: {e.cmd[0]} failed ({' '.join(detail) or f'exit {e.returncode}'}); "
-              f"songs written so far are complete, run again to render the rest", file=sys.stderr)
+        print(
+            f"error: {e.cmd[0]} failed ({' '.join(detail) or f'exit {e.returncode}'}); "
+            f"songs written so far are complete, run again to render the rest",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
     if todo:
-        print(f"rendered {len(todo)} songs in {time.perf_counter() - t0:.0f} s "
-              f"({(time.perf_counter() - t0) / len(todo):.2f} s/song with {args.jobs} jobs)")
+        print(
+            f"rendered {len(todo)} songs in {time.perf_counter() - t0:.0f} s "
+            f"({(time.perf_counter() - t0) / len(todo):.2f} s/song with {args.jobs} jobs)"
+        )
     return 0
 
 

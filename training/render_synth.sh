@@ -1,36 +1,20 @@
 #!/usr/bin/env bash
-# Render the FluidSynth development corpus (MUSDB18-HQ layout) used to train the demo model.
-# 72 songs x 20 s at 22050 Hz: 64 train + 8 test, spread over three General MIDI SoundFonts.
+# Render the development corpus (MUSDB18-HQ layout) with training/render_corpus.py:
+# 300 training songs, 12 validation songs (in train/, listed in setup.yaml) and 16 test
+# songs, 20 s each at 22050 Hz, from generated MIDI through three General MIDI SoundFonts
+# (FluidR3, TimGM6mb, MuseScore General) and espeak-ng. Seeds: train 1000000+i,
+# validation 2000000+i, test 3000000+i, so test songs are unseen MIDI. About 2.9 GB.
 #
 # Needs (Debian/Ubuntu):
 #   apt-get install -y fluidsynth fluid-soundfont-gm timgm6mb-soundfont \
 #       musescore-general-soundfont espeak-ng
 #   pip install numpy soundfile mido
-# Usage: training/render_synth.sh [OUT_DIR]   (default data/synth; must not exist yet)
-# TOOL: the FluidSynth renderer, synth_stems.py (default ../shared/tools/synth_stems.py).
+# Usage: training/render_synth.sh [OUT_DIR] [JOBS]   (default data/corpus, 2 processes)
+# Songs already in OUT_DIR are kept, so an interrupted run continues where it stopped.
 set -euo pipefail
 
-OUT="${1:-data/synth}"
-TOOL="${TOOL:-../shared/tools/synth_stems.py}"
-FLUID=/usr/share/sounds/sf2/FluidR3_GM.sf2
-TIM=/usr/share/sounds/sf2/TimGM6mb.sf2
-MUSE=/usr/share/sounds/sf3/MuseScore_General_Full.sf3
+OUT="${1:-data/corpus}"
+JOBS="${2:-2}"
 
-if [ -e "$OUT" ]; then
-    echo "error: $OUT exists; remove it or pass another folder" >&2
-    exit 1
-fi
-
-# Each call: songs "<prefix> <seed>-<i>", rendered from rng seed*1000+i, so distinct
-# seeds give distinct music and distinct prefixes keep names unique per SoundFont.
-render() {  # split sf prefix seed songs
-    nice -n 10 python "$TOOL" "$OUT" --split "$1" --sf2 "$2" --prefix "$3" --seed "$4" \
-        --songs "$5" --seconds 20 --rate 22050
-}
-
-render train "$FLUID" FluidR3   1 22
-render train "$TIM"   TimGM6mb  2 21
-render train "$MUSE"  MuseScore 3 21
-render test  "$FLUID" FluidR3  11 3
-render test  "$TIM"   TimGM6mb 12 3
-render test  "$MUSE"  MuseScore 13 2
+nice -n 5 python "$(dirname "$0")/render_corpus.py" "$OUT" --train 300 --valid 12 --test 16 \
+    --seconds 20 --rate 22050 --fonts FluidR3 TimGM6mb MuseScore --jobs "$JOBS"

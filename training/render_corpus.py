@@ -772,6 +772,7 @@ def mix_stems(
 def render_batch(songs: list[Song], out: Path, rate: int) -> list[tuple[str, float]]:
     """Render and write a batch of songs; returns (name, seconds spent) per song."""
     from keras_sep.audio import write_stems
+    from keras_sep.files import atomic_write_text
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="corpus-") as tmp:
@@ -800,7 +801,7 @@ def render_batch(songs: list[Song], out: Path, rate: int) -> list[tuple[str, flo
             mixed = mix_stems(stems[i], song.levels_db, song.peak_db, rate)
             folder = out / ("test" if song.split == "test" else "train") / song.name
             write_stems(folder, mixed, rate)
-            (folder / "song.json").write_text(json.dumps(asdict(song)) + "\n")
+            atomic_write_text(folder / "song.json", json.dumps(asdict(song)) + "\n")
     spent = (time.perf_counter() - t0) / len(songs)
     return [(s.name, spent) for s in songs]
 

@@ -15,24 +15,62 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from keras_sep.errors import AudioError
+from keras_sep.errors import AudioError, AudioWarning
 from keras_sep.files import staged_dir, staged_file
 
 DECODERS = ("auto", "soundfile", "ffmpeg", "tfio")
-# Output formats: extension -> (soundfile format, subtypes by bit depth name).
+# Output formats: extension -> (soundfile format, subtype by bit depth). The first bit
+# depth is the default; lossy formats have none (key None).
 WRITE_FORMATS = {
     "wav": ("WAV", {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}),
     "flac": ("FLAC", {"16": "PCM_16", "24": "PCM_24"}),
+    "ogg": ("OGG", {None: "VORBIS"}),
+    "mp3": ("MP3", {None: "MPEG_LAYER_III"}),
 }
 MIN_SECONDS = 0.01
+# Frames decoded at a time when streaming: 1.5 s at 44.1 kHz, 0.5 MB of stereo float32.
+BLOCK_FRAMES = 1 << 16
 
 
-def read_audio(path: str | os.PathLike, decoder: str = "auto") -> tuple[np.ndarray, int]:
-    """Decode a file to (time, channels) float32 and its sample rate, or raise ``AudioError``."""
+class AudioReader:
+    """Decoded audio read block by block: ``rate``, ``frames``, ``channels``, ``read(n)``."""
+
+    def __init__(self, name: str, rate: int, frames: int, channels: int, read) -> None:
+        self.name, self.rate, self.frames, self.channels = name, rate, frames, channels
+        self._read = read
+
+    @classmethod
+    def from_array(cls, audio: np.ndarray, rate: int, name: str = "audio") -> AudioReader:
+        """A reader over (time, channels) audio already in memory."""
+        position = 0
+
+        def read(n: int) -> np.ndarray:
+            nonlocal position
+            stop = len(audio) if n < 0 else min(len(audio), position + n)
+            block, position = audio[position:stop], stop
+            return block
+
+        return cls(name, rate, len(audio), audio.shape[1], read)
+
+    def read(self, frames: int = -1) -> np.ndarray:
+        """The next ``frames`` frames (all that is left if negative) as (time, channels) float32."""
+        return self._read(frames)
+
+
+@contextmanager
+def open_audio(path: str | os.PathLike, decoder: str = "auto") -> Iterator[AudioReader]:
+    """Open a file for reading in blocks, or raise ``AudioError`` saying why it cannot be.
+
+    soundfile formats are decoded as they are read; ffmpeg decodes to a temporary wav
+    first; tensorflow-io decodes the whole file into memory.
+    """
     path = Path(path)
     if decoder not in DECODERS:
         raise AudioError(f"unknown decoder {decoder!r}; valid decoders: {list(DECODERS)}")
@@ -42,34 +80,86 @@ def read_audio(path: str | os.PathLike, decoder: str = "auto") -> tuple[np.ndarr
         raise AudioError(f"{path} is a folder, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path} is empty (0 bytes); pass an audio file")
-    if decoder == "tfio":
-        audio, rate = _read_tfio(path)
-    elif decoder == "ffmpeg":
-        audio, rate = _read_ffmpeg(path)
-    else:
-        try:
-            audio, rate = _read_soundfile(path)
-        except AudioError:
-            if decoder == "soundfile" or shutil.which("ffmpeg") is None:
-                raise
-            audio, rate = _read_ffmpeg(path)
-    return check_audio(audio, rate, str(path)), rate
+    with ExitStack() as stack:
+        if decoder == "tfio":
+            audio, rate = _read_tfio(path)
+            reader = AudioReader.from_array(audio, rate, str(path))
+        elif decoder == "ffmpeg":
+            reader = stack.enter_context(_open_ffmpeg(path))
+        else:
+            try:
+                reader = stack.enter_context(_open_soundfile(path))
+            except AudioError:
+                if decoder == "soundfile" or shutil.which("ffmpeg") is None:
+                    raise
+                reader = stack.enter_context(_open_ffmpeg(path))
+        yield reader
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def read_audio(path: str | os.PathLike, decoder: str = "auto") -> tuple[np.ndarray, int]:
+    """Decode a file to (time, channels) float32 and its sample rate, or raise ``AudioError``."""
+    with open_audio(path, decoder) as reader:
+        audio = reader.read()
+    return check_audio(audio, reader.rate, str(path)), reader.rate
+
+
+@contextmanager
+def _open_soundfile(path: Path, name: str | None = None) -> Iterator[AudioReader]:
     import soundfile as sf
 
+    name = name or str(path)
+    hint = "use wav, flac, ogg or mp3, or install ffmpeg for other formats"
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        f = sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(
-            f"{path} is not audio that soundfile can decode ({str(e).strip()}); "
-            "use wav, flac, ogg or mp3, or install ffmpeg for other formats"
+            f"{name} is not audio that soundfile can decode ({str(e).strip()}); {hint}"
         ) from None
-    return audio, int(rate)
+
+    def read(n: int) -> np.ndarray:
+        try:
+            return f.read(n, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(f"{name} cannot be decoded past frame {f.tell()} ({e})") from None
+
+    with f:
+        promised = wav_data_frames(path)
+        if promised is not None and promised > f.frames:
+            warnings.warn(
+                f"{name} is truncated: its header promises {promised / f.samplerate:.2f} s but "
+                f"the file holds {f.frames / f.samplerate:.2f} s; using the "
+                f"{f.frames / f.samplerate:.2f} s read",
+                AudioWarning,
+                stacklevel=4,
+            )
+        yield AudioReader(name, int(f.samplerate), f.frames, f.channels, read)
 
 
-def _read_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+def wav_data_frames(path: Path) -> int | None:
+    """The frame count a wav file's header announces, or None if it is not a plain wav."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    block_align, offset = None, 12
+    while offset + 8 <= len(head):
+        chunk, size = (
+            head[offset : offset + 4],
+            int.from_bytes(head[offset + 4 : offset + 8], "little"),
+        )
+        if chunk == b"fmt ":
+            block_align = int.from_bytes(head[offset + 20 : offset + 22], "little")
+        elif chunk == b"data":
+            # 0 and 0xFFFFFFFF are placeholders written by streaming encoders: no promise.
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        offset += 8 + size + (size & 1)
+    return None
+
+
+@contextmanager
+def _open_ffmpeg(path: Path) -> Iterator[AudioReader]:
     if shutil.which("ffmpeg") is None:
         raise AudioError(f"{path}: decoding this format needs ffmpeg on PATH (apt install ffmpeg)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +169,8 @@ def _read_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
         if done.returncode or not wav.exists():
             reason = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
             raise AudioError(f"{path} is not audio that ffmpeg can decode ({reason})")
-        return _read_soundfile(wav)
+        with _open_soundfile(wav, str(path)) as reader:
+            yield reader
 
 
 def _read_tfio(path: Path) -> tuple[np.ndarray, int]:
@@ -108,27 +199,81 @@ def check_audio(audio: np.ndarray, rate: int, name: str = "audio") -> np.ndarray
         audio = audio[:, None]
     if audio.ndim != 2:
         raise AudioError(f"{name}: expected (time, channels) audio, got shape {audio.shape}")
-    if audio.shape[0] == 0 or audio.shape[1] == 0:
+    if audio.shape[1] == 0:
         raise AudioError(f"{name} contains no samples")
-    if audio.shape[0] < MIN_SECONDS * rate:
+    check_length(audio.shape[0], rate, name)
+    check_finite(audio, name)
+    return audio
+
+
+def check_length(frames: int, rate: int, name: str = "audio") -> None:
+    """Refuse audio too short to separate, with a message saying how short."""
+    if frames == 0:
+        raise AudioError(f"{name} contains no samples")
+    if frames < MIN_SECONDS * rate:
         raise AudioError(
-            f"{name} is too short ({audio.shape[0]} samples, "
-            f"{1000 * audio.shape[0] / rate:.1f} ms); "
+            f"{name} is too short ({frames} samples, {1000 * frames / rate:.1f} ms); "
             f"at least {1000 * MIN_SECONDS:.0f} ms are needed"
         )
+
+
+def check_finite(audio: np.ndarray, name: str = "audio") -> None:
+    """Refuse NaN or infinite samples, which would poison every stem."""
     if not np.isfinite(audio).all():
         raise AudioError(f"{name} contains NaN or infinite samples; fix or re-export the file")
-    return audio
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """Resample (time, channels) audio with a polyphase filter; length ceil(T * out / in)."""
     if rate_in == rate_out:
         return audio
-    from scipy.signal import resample_poly
+    return Resampler(rate_in, rate_out)(audio, last=True)
 
-    g = math.gcd(rate_in, rate_out)
-    return resample_poly(audio, rate_out // g, rate_in // g, axis=0).astype(np.float32)
+
+class Resampler:
+    """``resample`` for a stream cut into blocks of any size, with the same result.
+
+    scipy's polyphase filter reaches a fixed number of input samples either side of each
+    output, so the outputs whose inputs have all arrived are computed from a chunk that
+    starts on a multiple of the decimation factor (keeping output indices aligned) and the
+    rest wait for the next block. Memory holds one block plus the filter's reach.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        g = math.gcd(rate_in, rate_out)
+        self.up, self.down = rate_out // g, rate_in // g
+        # resample_poly's default filter has 10 * max(up, down) taps each side at the
+        # upsampled rate.
+        self.reach = 10 * max(self.up, self.down) // self.up + 2
+        self.pending: np.ndarray | None = None
+        self.start = self.done = self.seen = 0
+
+    def _first_input(self, output: int) -> int:
+        return max(0, (output * self.down // self.up - self.reach) // self.down * self.down)
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """The outputs that ``block`` completes (all the remaining ones if ``last``)."""
+        if self.up == self.down:
+            return block
+        from scipy.signal import resample_poly
+
+        buf = block if self.pending is None else np.concatenate([self.pending, block])
+        self.seen += len(block)
+        if last:
+            stop = -(-self.seen * self.up // self.down)
+        else:
+            stop = max(0, (self.seen - self.reach) * self.up // self.down)
+        self.pending = buf
+        if stop <= self.done:
+            return np.zeros((0, *block.shape[1:]), dtype=np.float32)
+        first = self._first_input(self.done)
+        y = resample_poly(buf[first - self.start :], self.up, self.down, axis=0)
+        offset = first * self.up // self.down
+        out = y[self.done - offset : stop - offset].astype(np.float32)
+        self.done = stop
+        keep = self._first_input(stop)
+        self.pending, self.start = buf[keep - self.start :], keep
+        return out
 
 
 def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
@@ -151,30 +296,94 @@ def match_channels(audio: np.ndarray, channels: int, name: str = "audio") -> np.
     )
 
 
+def sound_format(fmt: str, bit_depth: str | None = None) -> tuple[str, str]:
+    """soundfile's (format, subtype) for an output format and bit depth, or ``AudioError``."""
+    if fmt not in WRITE_FORMATS:
+        raise AudioError(f"cannot write {fmt!r} files; use one of {list(WRITE_FORMATS)}")
+    name, subtypes = WRITE_FORMATS[fmt]
+    if bit_depth is None:
+        bit_depth = next(iter(subtypes))
+    if bit_depth not in subtypes:
+        if None in subtypes:
+            raise AudioError(
+                f"{fmt} is a lossy format without a bit depth; leave the bit depth out"
+            )
+        raise AudioError(f"{fmt} supports bit depths {list(subtypes)}, not {bit_depth!r}")
+    return name, subtypes[bit_depth]
+
+
+def _open_for_writing(path: Path, rate: int, channels: int, fmt: str, bit_depth: str | None):
+    import soundfile as sf
+
+    format_, subtype = sound_format(fmt, bit_depth)
+    try:
+        f = sf.SoundFile(path, "w", rate, channels, subtype, format=format_)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(
+            f"cannot write {fmt} at {rate} Hz, {channels} channel(s) ({str(e).strip()}); "
+            "choose another format"
+        ) from None
+    # PCM and lossy encoders cannot hold values beyond full scale: clip rather than wrap.
+    clip = subtype != "FLOAT"
+
+    def write(audio: np.ndarray) -> None:
+        audio = np.asarray(audio, dtype=np.float32)
+        f.write(np.clip(audio, -1.0, 1.0) if clip else audio)
+
+    return f, write
+
+
 def write_audio(
-    path: str | os.PathLike, audio: np.ndarray, rate: int, bit_depth: str = "16"
+    path: str | os.PathLike, audio: np.ndarray, rate: int, bit_depth: str | None = None
 ) -> Path:
-    """Write (time, channels) audio as wav or flac (by extension), atomically.
+    """Write (time, channels) audio as wav, flac, ogg or mp3 (by extension), atomically.
 
     The file is written under a temporary name in the same folder and renamed, so a
-    failure never leaves a truncated file. PCM output is clipped to [-1, 1].
+    failure never leaves a truncated file. Output is clipped to [-1, 1] except float wav.
     """
     path = Path(path)
     ext = path.suffix.lower().lstrip(".")
     if ext not in WRITE_FORMATS:
-        raise AudioError(f"cannot write {path.name}: use one of {sorted(WRITE_FORMATS)}")
-    fmt, subtypes = WRITE_FORMATS[ext]
-    if bit_depth not in subtypes:
-        raise AudioError(f"{ext} supports bit depths {sorted(subtypes)}, not {bit_depth!r}")
-    import soundfile as sf
-
+        raise AudioError(f"cannot write {path.name}: use one of {list(WRITE_FORMATS)}")
+    sound_format(ext, bit_depth)
     audio = np.asarray(audio, dtype=np.float32)
-    if subtypes[bit_depth] != "FLOAT":
-        audio = np.clip(audio, -1.0, 1.0)
+    audio = audio[:, None] if audio.ndim == 1 else audio
     path.parent.mkdir(parents=True, exist_ok=True)
     with staged_file(path) as tmp:
-        sf.write(tmp, audio, rate, format=fmt, subtype=subtypes[bit_depth])
+        f, write = _open_for_writing(tmp, rate, audio.shape[-1], ext, bit_depth)
+        with f:
+            write(audio)
     return path
+
+
+@contextmanager
+def stem_writer(
+    folder: str | os.PathLike,
+    names: list[str],
+    rate: int,
+    channels: int,
+    fmt: str = "wav",
+    bit_depth: str | None = None,
+) -> Iterator[Callable[[dict[str, np.ndarray]], None]]:
+    """Stream stems into ``folder/<name>.<fmt>``, all or nothing.
+
+    Yields ``write({name: block})``, called with consecutive blocks of every stem; the
+    files go to a staging folder (``staged_dir``) published when the block ends.
+    """
+    sound_format(fmt, bit_depth)
+    with staged_dir(folder) as tmp, ExitStack() as files:
+        writers = {}
+        for name in names:
+            f, writers[name] = _open_for_writing(
+                tmp / f"{name}.{fmt}", rate, channels, fmt, bit_depth
+            )
+            files.enter_context(f)
+
+        def write(blocks: dict[str, np.ndarray]) -> None:
+            for name, write_one in writers.items():
+                write_one(blocks[name])
+
+        yield write
 
 
 def write_stems(
@@ -182,14 +391,12 @@ def write_stems(
     stems: dict[str, np.ndarray],
     rate: int,
     fmt: str = "wav",
-    bit_depth: str = "16",
+    bit_depth: str | None = None,
 ) -> Path:
-    """Write ``folder/<stem>.<fmt>`` for every stem, all or nothing.
-
-    The files go to a temporary sibling folder that replaces ``folder`` only once every
-    stem is written, so a failure leaves neither a partial set nor a half-written file.
-    """
-    with staged_dir(folder) as staging:
-        for name, audio in stems.items():
-            write_audio(staging / f"{name}.{fmt}", audio, rate, bit_depth)
+    """Write ``folder/<stem>.<fmt>`` for every (time, channels) stem, all or nothing."""
+    stems = {k: np.asarray(v, dtype=np.float32) for k, v in stems.items()}
+    stems = {k: v[:, None] if v.ndim == 1 else v for k, v in stems.items()}
+    channels = next(iter(stems.values())).shape[-1]
+    with stem_writer(folder, list(stems), rate, channels, fmt, bit_depth) as write:
+        write(stems)
     return Path(folder)

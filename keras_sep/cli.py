@@ -7,11 +7,16 @@ code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from keras_sep.errors import KerasSepError
+from keras_sep.audio import WRITE_FORMATS, sound_format
+from keras_sep.errors import AudioWarning, KerasSepError
 from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP
 
 BUNDLED_NOTE = (
@@ -56,119 +61,243 @@ def _run_demo(args) -> int:
     return 0
 
 
+# Seconds: shorter segments give the model too little context, longer ones cost memory
+# (activations grow with the segment) for no gain; the models train on 0.74 s.
+SEGMENT_RANGE = (0.1, 60.0)
+# Beyond 0.9 the model runs more than ten times over each sample for no audible gain.
+MAX_OVERLAP = 0.9
+
+
 def _add_separate(sub) -> None:
     p = sub.add_parser(
         "separate",
-        help="separate audio files into stems",
+        help="separate audio files or folders of them into stems",
         description="Separate songs (wav, flac, ogg, mp3; others through ffmpeg) into stems "
-        "written as OUT/<track name>/<source>.<format>. Files that fail are reported and "
-        "skipped; the exit code is 1 if any failed.",
+        "written as OUT/<song>/<source>.<format>; songs found in a folder go to "
+        "OUT/<folder>/<path inside it>/. Files that fail are reported and the others are "
+        "still separated; the exit code is 1 if any failed.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files to separate")
+    p.add_argument(
+        "files", nargs="+", metavar="INPUT", help="audio files, or folders of audio files"
+    )
+    p.add_argument("-r", "--recursive", action="store_true", help="include subfolders of folders")
     p.add_argument("--model", help="model folder (default: the bundled demo model)")
     p.add_argument("-o", "--out", default="separated", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip songs whose output folder already holds every stem (to resume a run)",
+    )
     p.add_argument("--stems", help="comma-separated sources to write (default: all)")
     p.add_argument(
         "--two-stems",
         metavar="SOURCE",
         help="write SOURCE and no_SOURCE (the sum of the others), e.g. vocals",
     )
-    p.add_argument("--format", choices=["wav", "flac"], default="wav", help="default: wav")
+    p.add_argument("--format", choices=list(WRITE_FORMATS), default="wav", help="default: wav")
     p.add_argument(
         "--bit-depth",
         choices=["16", "24", "float"],
-        default="16",
-        help="default: 16 (float for wav only)",
+        help="wav: 16 (default), 24 or float; flac: 16 (default) or 24; ogg and mp3 have none",
     )
     p.add_argument(
         "--segment",
         type=float,
         metavar="SECONDS",
-        help="segment length in seconds (default: the model's training segment)",
+        help=f"segment length in seconds, {SEGMENT_RANGE[0]} to {SEGMENT_RANGE[1]:.0f} "
+        "(default: the model's training segment)",
     )
     p.add_argument(
         "--overlap",
         type=float,
         default=DEFAULT_OVERLAP,
-        help="overlap between segments, a fraction (default: %(default)s)",
+        help=f"overlap between segments, a fraction from 0 to {MAX_OVERLAP} (default: %(default)s)",
     )
     p.add_argument(
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
-        help="segments per batch (default: %(default)s)",
+        help="segments per batch, at least 1 (default: %(default)s)",
     )
     p.set_defaults(run=_run_separate)
 
 
+def check_separate_options(args) -> None:
+    """Refuse bad ``separate`` options before any work, each with its valid range."""
+    low, high = SEGMENT_RANGE
+    if args.segment is not None and not low <= args.segment <= high:
+        raise KerasSepError(
+            f"--segment must be from {low} to {high:.0f} seconds, got {args.segment}; "
+            "leave it out to use the model's training segment"
+        )
+    if not 0 <= args.overlap <= MAX_OVERLAP:
+        raise KerasSepError(
+            f"--overlap must be a fraction from 0 to {MAX_OVERLAP}, got {args.overlap}"
+        )
+    if args.batch_size < 1:
+        raise KerasSepError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.stems is not None and not all(s.strip() for s in args.stems.split(",")):
+        raise KerasSepError(
+            f"--stems needs comma-separated source names, e.g. vocals,drums; got {args.stems!r}"
+        )
+    try:
+        sound_format(args.format, args.bit_depth)
+    except KerasSepError as e:
+        raise KerasSepError(f"--format {args.format} --bit-depth {args.bit_depth}: {e}") from None
+
+
+def check_output_location(out: str) -> None:
+    """Refuse an output folder that is a file, lies under a file, or cannot be written."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise KerasSepError(f"-o {out} is an existing file; give a folder")
+    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise KerasSepError(f"-o {out} lies under {existing}, which is a file; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KerasSepError(f"-o {out}: {existing} is not writable; choose another folder")
+
+
 def wanted_stems(sources: tuple, only: str | None, two: str | None) -> list[str]:
     """The sources that ``--stems`` / ``--two-stems`` ask for, checked against the model's."""
-    if only and two:
+    if only is not None and two is not None:
         raise KerasSepError("use either --stems or --two-stems, not both")
-    wanted = [two] if two else [s.strip() for s in only.split(",")] if only else list(sources)
+    if two is not None:
+        wanted = [two]
+    else:
+        wanted = [s.strip() for s in only.split(",")] if only is not None else list(sources)
     unknown = [s for s in wanted if s not in sources]
     if unknown:
         raise KerasSepError(f"unknown source(s) {unknown}; this model separates {list(sources)}")
-    return wanted
-
-
-def pick_stems(stems: dict, wanted: list[str], two: str | None) -> dict:
-    """The stems to write; with ``two``, also ``no_<two>``: the sum of all other sources."""
-    picked = {s: stems[s] for s in wanted}
-    if two:
-        picked[f"no_{two}"] = sum(v for s, v in stems.items() if s != two)
-    return picked
+    return list(dict.fromkeys(wanted))
 
 
 def _run_separate(args) -> int:
     import keras_sep
-    from keras_sep.audio import write_stems
-    from keras_sep.separate import separate_file
+    from keras_sep.batch import complete, plan
+    from keras_sep.separate import separate_to_folder, stem_names
 
+    check_separate_options(args)
+    check_output_location(args.out)
+    songs = plan(args.files, args.out, args.recursive)
+    for path, why in songs.skipped:
+        print(f"skipping {path}: {why}", file=sys.stderr)
+    for path, why in songs.failed:
+        print(f"error: {path}: {why}", file=sys.stderr)
+    if not songs.songs and not songs.failed:
+        raise KerasSepError(
+            f"no audio files in {' '.join(args.files)}"
+            + ("" if args.recursive else "; pass -r to look in subfolders")
+        )
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
     model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL)
     wanted = wanted_stems(model.sources, args.stems, args.two_stems)
+    names = stem_names(wanted, args.two_stems)
     segment = round(args.segment * model.sample_rate) if args.segment else None
-    failures, audio_seconds, started = 0, 0.0, time.time()
-    for path in args.files:
-        t0 = time.time()
-        try:
-            separation = separate_file(
-                model,
-                path,
-                segment=segment,
-                overlap=args.overlap,
-                batch_size=args.batch_size,
-                progress=Path(path).name,
+    out = Path(args.out)
+    todo, skipped, failed = [], len(songs.skipped), list(songs.failed)
+    for song in songs.songs:
+        if args.skip_existing and complete(out / song.folder, names, args.format):
+            print(
+                f"skipping {song.path}: {out / song.folder}/ already holds its stems",
+                file=sys.stderr,
             )
-            stems = pick_stems(separation.stems, wanted, args.two_stems)
-            folder = write_stems(
-                Path(args.out) / Path(path).stem,
-                stems,
-                separation.sample_rate,
-                args.format,
-                args.bit_depth,
+            skipped += 1
+        else:
+            todo.append(song)
+    with _SongsBar(len(todo)) as bar:
+        audio_seconds, started = 0.0, time.time()
+        for i, song in enumerate(todo):
+            t0 = time.time()
+            bar.start(i, song.path.name)
+            try:
+                with _audio_warnings(bar.say):
+                    result = separate_to_folder(
+                        model,
+                        song.path,
+                        out / song.folder,
+                        stems=wanted,
+                        two_stems=args.two_stems,
+                        fmt=args.format,
+                        bit_depth=args.bit_depth,
+                        segment=segment,
+                        overlap=args.overlap,
+                        batch_size=args.batch_size,
+                        progress=bar.song_progress,
+                    )
+            except (KerasSepError, OSError) as e:
+                message = str(e) if isinstance(e, KerasSepError) else f"{song.path}: {e}"
+                bar.say(f"error: {message}", file=sys.stderr)
+                failed.append((song.path, message))
+                continue
+            elapsed = time.time() - t0
+            audio_seconds += result.seconds
+            bar.say(
+                f"{song.path}: {', '.join(names)} -> {out / song.folder}/ "
+                f"({result.seconds:.1f} s of audio in {elapsed:.1f} s, "
+                f"real-time factor {elapsed / result.seconds:.3f})"
             )
-        except (KerasSepError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        elapsed = time.time() - t0
-        audio_seconds += separation.seconds
-        print(
-            f"{path}: {', '.join(stems)} -> {folder}/ "
-            f"({separation.seconds:.1f} s of audio in {elapsed:.1f} s, "
-            f"real-time factor {elapsed / separation.seconds:.3f})"
-        )
-    done = len(args.files) - failures
-    if done:
+    separated = len(todo) - (len(failed) - len(songs.failed))
+    summary = f"separated {separated}, skipped {skipped}, failed {len(failed)}"
+    if separated:
         total = time.time() - started
-        print(
-            f"separated {done} of {len(args.files)} file(s): {audio_seconds:.1f} s of audio "
-            f"in {total:.1f} s, real-time factor {total / audio_seconds:.3f}"
+        summary += (
+            f": {audio_seconds:.1f} s of audio in {total:.1f} s, "
+            f"real-time factor {total / audio_seconds:.3f}"
         )
-    return 1 if failures else 0
+    print(summary)
+    for _, message in failed:
+        print(f"  failed: {message}")
+    return 1 if failed else 0
+
+
+class _SongsBar:
+    """One progress bar across the songs of a call, advanced within a song by its batches."""
+
+    def __init__(self, songs: int) -> None:
+        self.songs, self.index, self.bar = songs, 0, None
+
+    def __enter__(self) -> _SongsBar:
+        from tqdm import tqdm
+
+        # disable=None: no bar when stderr is not a terminal (logs, tests).
+        self.bar = tqdm(
+            total=self.songs,
+            unit="song",
+            disable=None,
+            dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} songs "
+            "[{elapsed}<{remaining}]",
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def start(self, index: int, name: str) -> None:
+        self.index = index
+        self.bar.set_description_str(name)
+        self.song_progress(0, 1)
+
+    def song_progress(self, done: int, total: int) -> None:
+        self.bar.update(self.index + done / total - self.bar.n)
+
+    def say(self, line: str, file=None) -> None:
+        self.bar.write(line, file=file or sys.stdout)
+
+
+@contextmanager
+def _audio_warnings(say) -> Iterator[None]:
+    """Report our ``AudioWarning``s as one ``warning:`` line each; others pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AudioWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, AudioWarning):
+            say(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _add_make_toy_data(sub) -> None:

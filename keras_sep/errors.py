@@ -40,3 +40,7 @@ def require(module: str, feature: str):
 
 class ExportError(KerasSepError):
     """An export that cannot be done: bad options, a converter that refuses, a parity failure."""
+
+
+class AudioWarning(UserWarning):
+    """Audio that can be used, but not all of it as the user may expect (a truncated file)."""

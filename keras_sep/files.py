@@ -8,6 +8,7 @@ file or a half-filled folder where a reader would take it for a finished one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -99,13 +100,43 @@ def staged_dir(
 ) -> Iterator[Path]:
     """An empty hidden sibling of ``dest`` to fill, published with ``replace_dir`` on success.
 
-    On any error the sibling is deleted and ``dest`` is untouched.
+    On any error the sibling is deleted and ``dest`` is untouched. Its name carries our
+    process id, so the siblings that killed runs left behind are removed by the next one.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    remove_leftovers(dest)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{dest.name}.{PARTIAL}-{os.getpid()}-", dir=dest.parent)
+    )
     try:
         yield staging
         replace_dir(staging, dest, keep)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+PARTIAL = "partial"
+
+
+def remove_leftovers(dest: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders of ``dest`` whose process has ended (a killed run's)."""
+    dest = Path(dest)
+    removed = []
+    for path in dest.parent.glob(f".{glob.escape(dest.name)}.{PARTIAL}-*"):
+        pid = path.name[len(dest.name) + len(PARTIAL) + 3 :].split("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue  # another run is filling it right now
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

@@ -4,24 +4,46 @@ Used by the CLI, evaluation and the export parity checks. It takes a Keras
 ``SeparationModel`` or anything with the same three members (``arch_config``,
 ``predict_on_batch`` returning one (batch, time, channels) array per source), such
 as the SavedModel / TFLite / ONNX runners in ``export`` or the TF Serving client.
+
+The overlap-add yields the stems block by block as soon as no later segment can change
+them, so a song streams from its file to its stem files in bounded memory
+(``separate_to_folder``), and the in-memory functions collect the same blocks.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from keras_sep.audio import check_audio, fit_length, match_channels, read_audio, resample
+from keras_sep.audio import (
+    BLOCK_FRAMES,
+    AudioReader,
+    Resampler,
+    check_audio,
+    check_finite,
+    check_length,
+    match_channels,
+    open_audio,
+    stem_writer,
+)
 from keras_sep.config import BaseConfig
+from keras_sep.errors import AudioWarning
 
 # 1024 samples (46 ms) of crossfade per 16384-sample segment: overlap costs 1/(1-0.0625),
 # 7% more model time (0.25 would cost 33%).
 DEFAULT_OVERLAP = 0.0625
 DEFAULT_BATCH_SIZE = 4
+# A segment whose mixture peaks below -120 dBFS is digital silence: the model is not run
+# on it (its biases would make up -26 dBFS of noise) and its stems are silent.
+SILENCE = 1e-6
+
+Progress = bool | str | Callable[[int, int], None]
 
 
 class Predictor(Protocol):
@@ -48,15 +70,104 @@ def segment_starts(total: int, segment: int, hop: int) -> list[int]:
     return [*starts, total - segment]
 
 
-def _batches(mixture: np.ndarray, starts: list[int], segment: int, batch_size: int) -> Iterator:
-    """Yield (starts, batch) with the batch always full, so compiled shapes never change."""
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i : i + batch_size]
-        batch = np.zeros((batch_size, segment, mixture.shape[1]), dtype=np.float32)
-        for j, start in enumerate(chunk):
-            piece = mixture[start : start + segment]
-            batch[j, : len(piece)] = piece
-        yield chunk, batch
+def _ticker(progress: Progress, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(tick(done), close()) for ``progress``: a bar (True or a label), a callback, or nothing."""
+    if callable(progress):
+        return (lambda done: progress(done, total)), (lambda: None)
+    if not progress:
+        return (lambda done: None), (lambda: None)
+    from tqdm.auto import tqdm
+
+    label = progress if isinstance(progress, str) else None
+    bar = tqdm(total=total, desc=label, unit="batch", leave=False, dynamic_ncols=True)
+    return (lambda done: bar.update(done - bar.n)), bar.close
+
+
+def overlap_add(
+    model: Predictor,
+    read: Callable[[int, int], np.ndarray],
+    total: int,
+    *,
+    segment: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress = False,
+) -> Iterator[dict[str, np.ndarray]]:
+    """The overlap-add itself: yield consecutive blocks of every source covering ``total``.
+
+    ``read(start, stop)`` returns the mixture's samples [start, stop) at the model's rate
+    (fewer at the end); starts only increase, so it can be a stream. A block is yielded
+    as soon as no later segment overlaps it, so memory holds one batch and its outputs.
+    """
+    cfg = model.arch_config
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    segment = cfg.valid_length(segment or cfg.segment_length)
+    overlap_samples = min(int(round(overlap * segment)), segment - 1)
+    starts = segment_starts(total, segment, segment - overlap_samples)
+    weights = window(segment, overlap_samples)
+    batches = range(0, len(starts), batch_size)
+    tick, close = _ticker(progress, len(batches))
+    # Sums of weighted estimates and of weights for the samples [base, base + len(norm)).
+    base, norm = 0, np.zeros(0, dtype=np.float32)
+    sums = {s: np.zeros((0, cfg.channels), dtype=np.float32) for s in cfg.sources}
+    try:
+        for n, first in enumerate(batches):
+            chunk = starts[first : first + batch_size]
+            # Batches are always full, so compiled shapes never change.
+            batch = np.zeros((batch_size, segment, cfg.channels), dtype=np.float32)
+            for j, start in enumerate(chunk):
+                piece = read(start, start + segment)
+                batch[j, : len(piece)] = piece
+            heard = [np.abs(batch[j]).max() >= SILENCE for j in range(len(chunk))]
+            grow = min(chunk[-1] + segment, total) - base - len(norm)
+            norm = np.concatenate([norm, np.zeros(grow, dtype=np.float32)])
+            for s in sums:
+                sums[s] = np.concatenate([sums[s], np.zeros((grow, cfg.channels), np.float32)])
+            estimates = model.predict_on_batch(batch) if any(heard) else {}
+            for source in cfg.sources if estimates else ():
+                estimate = np.asarray(estimates[source])
+                for j, start in enumerate(chunk):
+                    end = min(start + segment, total)
+                    if heard[j]:
+                        sums[source][start - base : end - base] += (
+                            estimate[j, : end - start] * weights[: end - start, None]
+                        )
+            for j, start in enumerate(chunk):
+                end = min(start + segment, total)
+                if heard[j]:
+                    norm[start - base : end - base] += weights[: end - start]
+            # Samples before the next segment's start are final.
+            done = starts[first + batch_size] if first + batch_size < len(starts) else total
+            k = done - base
+            # Weights never vanish, so only samples that silent segments alone cover
+            # have no weight; they stay silent.
+            yield {
+                s: np.divide(
+                    v[:k], norm[:k, None], out=np.zeros_like(v[:k]), where=norm[:k, None] > 0
+                )
+                for s, v in sums.items()
+            }
+            base, norm = done, norm[k:]
+            sums = {s: v[k:] for s, v in sums.items()}
+            tick(n + 1)
+    finally:
+        close()
+
+
+def _collect(blocks: Iterator[dict[str, np.ndarray]], total: int) -> dict[str, np.ndarray]:
+    """Concatenate streamed stem blocks into one array per stem of ``total`` samples."""
+    stems: dict[str, np.ndarray] = {}
+    at = 0
+    for block in blocks:
+        for name, value in block.items():
+            if name not in stems:
+                stems[name] = np.zeros((total, *value.shape[1:]), dtype=np.float32)
+            stems[name][at : at + len(value)] = value
+        at += len(next(iter(block.values()), ()))
+    return stems
 
 
 def separate(
@@ -66,7 +177,7 @@ def separate(
     segment: int | None = None,
     overlap: float = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool | str = False,
+    progress: Progress = False,
 ) -> dict[str, np.ndarray]:
     """Separate ``mixture`` (time, channels) float32 at the model's sample rate.
 
@@ -74,48 +185,102 @@ def separate(
     training segment length, rounded up to a length it accepts) overlapping by the
     fraction ``overlap``, run ``batch_size`` at a time, and overlap-added with
     flat-top weights normalised to sum to one, so a model returning its input
-    reconstructs the input exactly. Memory holds the outputs plus one batch.
-    ``progress`` shows a progress bar (a string labels it).
+    reconstructs the input exactly. Segments of digital silence are not run and give
+    silence. ``progress`` shows a progress bar (a string labels it) or, if callable,
+    is called with (batches done, batches in all).
     Returns one (time, channels) float32 array per source, in the model's source order.
     """
     cfg = model.arch_config
     mixture = np.asarray(mixture, dtype=np.float32)
     if mixture.ndim != 2 or mixture.shape[1] != cfg.channels:
         raise ValueError(f"mixture must be (time, {cfg.channels}), got {mixture.shape}")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    segment = cfg.valid_length(segment or cfg.segment_length)
-    overlap_samples = min(int(round(overlap * segment)), segment - 1)
-    total = mixture.shape[0]
-    starts = segment_starts(total, segment, segment - overlap_samples)
-    weights = window(segment, overlap_samples)
+    blocks = overlap_add(
+        model,
+        lambda start, stop: mixture[start:stop],
+        len(mixture),
+        segment=segment,
+        overlap=overlap,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return _collect(blocks, len(mixture))
 
-    outputs = {s: np.zeros_like(mixture) for s in cfg.sources}
-    norm = np.zeros(total, dtype=np.float32)
-    for start in starts:
-        end = min(start + segment, total)
-        norm[start:end] += weights[: end - start]
-    batches = _batches(mixture, starts, segment, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
 
-        n = -(-len(starts) // batch_size)
-        label = progress if isinstance(progress, str) else None
-        batches = tqdm(batches, total=n, desc=label, unit="batch", leave=False, dynamic_ncols=True)
-    for chunk, batch in batches:
-        estimates = model.predict_on_batch(batch)
-        for source in cfg.sources:
-            estimate = np.asarray(estimates[source])
-            for j, start in enumerate(chunk):
-                end = min(start + segment, total)
-                outputs[source][start:end] += (
-                    estimate[j, : end - start] * weights[: end - start, None]
+class _Window:
+    """``read(start, stop)`` over a stream of blocks, keeping only what later reads need."""
+
+    def __init__(self, blocks: Iterator[np.ndarray]) -> None:
+        self.blocks, self.buf, self.base = blocks, None, 0
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        pieces = [] if self.buf is None else [self.buf[start - self.base :]]
+        have = self.base + len(self.buf) if self.buf is not None else 0
+        while have < stop:
+            block = next(self.blocks, None)
+            if block is None:
+                break
+            pieces.append(block)
+            have += len(block)
+        # Copies one segment and one block per block read: small next to a model call.
+        self.buf = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        self.base = start
+        return self.buf[: stop - start]
+
+
+def separate_stream(
+    model: Predictor, reader: AudioReader, **kwargs: Any
+) -> Iterator[dict[str, np.ndarray]]:
+    """Separate what ``reader`` decodes, yielding consecutive blocks of every stem.
+
+    Blocks are at the reader's sample rate and channel count (a mono file gives mono
+    stems through a stereo model); ``kwargs`` go to ``overlap_add``. Memory stays bounded
+    whatever the length: the file is decoded, resampled and separated a block at a time.
+    """
+    cfg = model.arch_config
+    name, rate, frames = reader.name, reader.rate, reader.frames
+    check_length(frames, rate, name)
+    mono = reader.channels == 1 and cfg.channels != 1
+    down = Resampler(rate, cfg.sample_rate)
+
+    def mixture() -> Iterator[np.ndarray]:
+        left = frames
+        while left > 0:
+            block = reader.read(min(BLOCK_FRAMES, left))
+            if len(block) == 0:
+                # The decoder ends before the length its header gave: pad, and say so.
+                warnings.warn(
+                    f"{name} ends after {(frames - left) / rate:.2f} s, before the "
+                    f"{frames / rate:.2f} s its header promises; the rest is treated as silence",
+                    AudioWarning,
+                    stacklevel=2,
                 )
-    for source in cfg.sources:
-        outputs[source] /= norm[:, None]
-    return outputs
+                block = np.zeros((left, reader.channels), np.float32)
+            check_finite(block, name)
+            left -= len(block)
+            yield down(match_channels(block, cfg.channels, name), last=left == 0)
+
+    total = -(-frames * down.up // down.down)
+    up = {s: Resampler(cfg.sample_rate, rate) for s in cfg.sources}
+    written = 0
+    blocks = overlap_add(model, _Window(mixture()), total, **kwargs)
+    for last, block in _mark_last(blocks):
+        out = {s: up[s](v, last=last) for s, v in block.items()}
+        length = min(len(next(iter(out.values()))), frames - written)
+        written += length
+        yield {
+            s: v[:length].mean(axis=1, keepdims=True) if mono else v[:length]
+            for s, v in out.items()
+        }
+
+
+def _mark_last(items: Iterator) -> Iterator[tuple[bool, Any]]:
+    """(is_last, item) for each item of an iterator."""
+    previous = next(items, None)
+    for item in items:
+        yield False, previous
+        previous = item
+    if previous is not None:
+        yield True, previous
 
 
 @dataclass
@@ -123,6 +288,15 @@ class Separation:
     """Stems of one file at its original sample rate and channel count."""
 
     stems: dict[str, np.ndarray]
+    sample_rate: int
+    seconds: float
+
+
+@dataclass
+class SeparatedFiles:
+    """Stem files written for one song, at its sample rate."""
+
+    files: dict[str, Path]
     sample_rate: int
     seconds: float
 
@@ -135,20 +309,58 @@ def separate_file(
     Mono files go through a stereo model as two equal channels and come back mono.
     ``kwargs`` go to ``separate``.
     """
-    audio, rate = read_audio(path, decoder=decoder)
-    return separate_waveform(model, audio, rate, name=str(path), **kwargs)
+    with open_audio(path, decoder) as reader:
+        stems = _collect(separate_stream(model, reader, **kwargs), reader.frames)
+    return Separation(stems, reader.rate, reader.frames / reader.rate)
 
 
 def separate_waveform(
     model: Predictor, audio: np.ndarray, rate: int, name: str = "audio", **kwargs: Any
 ) -> Separation:
     """``separate`` for (time, channels) audio at any rate and channel count the model takes."""
-    cfg = model.arch_config
     audio = check_audio(audio, rate, name)
-    mono = audio.shape[1] == 1 and cfg.channels != 1
-    mixture = resample(match_channels(audio, cfg.channels, name), rate, cfg.sample_rate)
-    stems = separate(model, mixture, **kwargs)
-    for source, stem in stems.items():
-        stem = fit_length(resample(stem, cfg.sample_rate, rate), audio.shape[0])
-        stems[source] = stem.mean(axis=1, keepdims=True) if mono else stem
-    return Separation(stems, rate, audio.shape[0] / rate)
+    reader = AudioReader.from_array(audio, rate, name)
+    stems = _collect(separate_stream(model, reader, **kwargs), len(audio))
+    return Separation(stems, rate, len(audio) / rate)
+
+
+def stem_names(wanted: list[str], two: str | None = None) -> list[str]:
+    """The names of the stems ``pick_stems`` gives for these arguments."""
+    return [*wanted, f"no_{two}"] if two else list(wanted)
+
+
+def pick_stems(stems: dict, wanted: list[str], two: str | None = None) -> dict:
+    """The stems to write; with ``two``, also ``no_<two>``: the sum of all other sources."""
+    picked = {s: stems[s] for s in wanted}
+    if two:
+        picked[f"no_{two}"] = sum(v for s, v in stems.items() if s != two)
+    return picked
+
+
+def separate_to_folder(
+    model: Predictor,
+    path: str | os.PathLike,
+    folder: str | os.PathLike,
+    *,
+    stems: list[str] | None = None,
+    two_stems: str | None = None,
+    fmt: str = "wav",
+    bit_depth: str | None = None,
+    decoder: str = "auto",
+    **kwargs: Any,
+) -> SeparatedFiles:
+    """Separate a file straight into ``folder/<stem>.<fmt>``, streaming, all or nothing.
+
+    Peak memory does not grow with the song's length. ``stems`` picks sources (default
+    all); ``two_stems`` writes that source and ``no_<source>``. The stems go to a hidden
+    staging folder renamed into place at the end.
+    """
+    wanted = [two_stems] if two_stems else list(stems or model.arch_config.sources)
+    names = stem_names(wanted, two_stems)
+    with open_audio(path, decoder) as reader:
+        channels = reader.channels if reader.channels == 1 else model.arch_config.channels
+        with stem_writer(folder, names, reader.rate, channels, fmt, bit_depth) as write:
+            for block in separate_stream(model, reader, **kwargs):
+                write(pick_stems(block, wanted, two_stems))
+    files = {name: Path(folder) / f"{name}.{fmt}" for name in names}
+    return SeparatedFiles(files, reader.rate, reader.frames / reader.rate)

@@ -1,4 +1,16 @@
 import os
 
+import pytest
+
 # Quiet TensorFlow's C++ start-up logs in test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def model_folder(tmp_path_factory):
+    """A tiny dilated model folder: separates a few seconds of audio in about a second."""
+    import keras_sep
+
+    folder = tmp_path_factory.mktemp("model")
+    keras_sep.save(keras_sep.build("dilated", preset="tiny", segment_length=4096), folder)
+    return folder

@@ -14,13 +14,6 @@ from keras_sep.metrics import plain_sdr
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    keras_sep.save(keras_sep.build("dilated", preset="tiny", segment_length=4096), folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def song(tmp_path_factory):
     path = tmp_path_factory.mktemp("songs") / "my song.flac"
     sf.write(path, sum(toy.generate_song(123, 3.0, 44100).values()), 44100)

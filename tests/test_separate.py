@@ -7,10 +7,25 @@ import pytest
 import soundfile as sf
 
 import keras_sep
-from keras_sep.audio import read_audio, resample, write_audio, write_stems
+from keras_sep.audio import (
+    BLOCK_FRAMES,
+    Resampler,
+    read_audio,
+    resample,
+    sound_format,
+    wav_data_frames,
+    write_audio,
+    write_stems,
+)
 from keras_sep.config import DilatedConfig, WaveUNetConfig
-from keras_sep.errors import AudioError
-from keras_sep.separate import separate, separate_waveform, window
+from keras_sep.errors import AudioError, AudioWarning
+from keras_sep.separate import (
+    separate,
+    separate_file,
+    separate_to_folder,
+    separate_waveform,
+    window,
+)
 
 SEGMENT = 1024
 
@@ -162,3 +177,151 @@ def test_pcm_output_is_clipped_not_wrapped(tmp_path):
 def test_dilated_model_takes_any_segment_length():
     cfg = DilatedConfig.preset("tiny", segment_length=1000)
     assert cfg.valid_length(1001) == 1001
+
+
+@pytest.mark.parametrize("rates", [(44100, 22050), (48000, 22050), (22050, 44100), (8000, 22050)])
+def test_streaming_resampler_equals_whole_signal_resampling(rates):
+    x = np.random.default_rng(0).uniform(-1, 1, (30011, 2)).astype("float32")
+    expected = resample(x, *rates)
+    stream, at, blocks = Resampler(*rates), 0, []
+    for size in [
+        1,
+        7,
+        5000,
+        333,
+        12000,
+        2,
+        8000,
+        9000,
+    ]:  # uneven blocks, some shorter than the filter
+        blocks.append(stream(x[at : at + size], last=at + size >= len(x)))
+        at += size
+    assert at > len(x)
+    got = np.concatenate(blocks)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+class BiasedScaler(Scaler):
+    """Source k is (k + 1) x the input plus a constant: like a real model, loud on silence."""
+
+    def predict_on_batch(self, x):
+        return {s: v + 0.01 for s, v in super().predict_on_batch(x).items()}
+
+
+def test_silent_segments_give_silence_and_music_is_unchanged():
+    model = BiasedScaler(WaveUNetConfig.preset("tiny", segment_length=SEGMENT))
+    music = np.random.default_rng(3).uniform(-0.5, 0.5, (20 * SEGMENT + 5, 2)).astype("float32")
+    # Music with no silent segment: the biased model's output everywhere, to float precision.
+    y = separate(model, music, overlap=0.25, batch_size=3)
+    for k, source in enumerate(model.arch_config.sources):
+        np.testing.assert_allclose(y[source], music * (k + 1) + 0.01, atol=1e-5)
+    # Silence, and a song with a silent gap: the gap is silent, the music around it is not
+    # touched, and batches of silence never reach the model.
+    calls = len(model.calls)
+    assert all(not v.any() for v in separate(model, np.zeros_like(music)).values())
+    assert len(model.calls) == calls
+    gapped = music.copy()
+    gapped[5 * SEGMENT : 12 * SEGMENT] = 0
+    y = separate(model, gapped, overlap=0.25, batch_size=3)
+    gap, before, after = (
+        slice(7 * SEGMENT, 10 * SEGMENT),
+        slice(0, 4 * SEGMENT),
+        slice(13 * SEGMENT, None),
+    )
+    for k, source in enumerate(model.arch_config.sources):
+        assert not y[source][gap].any()
+        for part in (before, after):
+            np.testing.assert_allclose(y[source][part], gapped[part] * (k + 1) + 0.01, atol=1e-5)
+
+
+def test_bundled_model_gives_silence_for_silence():
+    model = keras_sep.load(keras_sep.DEFAULT_MODEL)
+    silence = np.zeros((3 * 44100, 2), "float32")
+    segment = np.zeros((1, model.arch_config.segment_length, 2), "float32")
+    # The model itself makes noise out of silence (its biases), which the gate removes.
+    assert max(np.abs(v).max() for v in model.predict_on_batch(segment).values()) > 1e-3
+    stems = separate_waveform(model, silence, 44100).stems
+    assert max(np.abs(v).max() for v in stems.values()) < 10 ** (-90 / 20)
+
+
+@pytest.mark.parametrize("rate,channels", [(44100, 2), (16000, 1)])
+def test_streaming_to_files_equals_separating_in_memory(tmp_path, scaler, rate, channels):
+    x = np.random.default_rng(4).uniform(-0.5, 0.5, (3 * BLOCK_FRAMES + 17, channels))
+    sf.write(tmp_path / "song.wav", x.astype("float32"), rate, subtype="FLOAT")
+    # A scale of 1/8 keeps every stem within full scale, so nothing is clipped.
+    scaler.predict_on_batch = lambda b: {s: b / 8 * (k + 1) for k, s in enumerate("vbdo")}
+    scaler.arch_config = WaveUNetConfig.preset(
+        "tiny", segment_length=SEGMENT, sources=("v", "b", "d", "o")
+    )
+    in_memory = separate_file(scaler, tmp_path / "song.wav", batch_size=2).stems
+    written = separate_to_folder(
+        scaler, tmp_path / "song.wav", tmp_path / "out", fmt="wav", bit_depth="float", batch_size=2
+    )
+    assert written.files == {s: tmp_path / "out" / f"{s}.wav" for s in "vbdo"}
+    for source, stem in in_memory.items():
+        assert stem.shape == x.shape
+        streamed, file_rate = read_audio(written.files[source])
+        assert file_rate == rate
+        np.testing.assert_allclose(streamed, stem, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "song.wav"]
+
+
+def test_nan_midway_leaves_no_output(tmp_path, scaler):
+    x = np.full((3 * BLOCK_FRAMES, 2), 0.1, "float32")
+    x[2 * BLOCK_FRAMES + 5] = np.nan  # in the third block read: after stems were written
+    sf.write(tmp_path / "song.wav", x, 22050, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        separate_to_folder(scaler, tmp_path / "song.wav", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
+
+
+def test_truncated_wav_warns_with_the_length_read(tmp_path):
+    sf.write(tmp_path / "full.wav", np.full((44100, 2), 0.1, "float32"), 44100)
+    data = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: 44 + 4 * 11025])  # a quarter of the frames
+    assert wav_data_frames(tmp_path / "full.wav") == wav_data_frames(tmp_path / "cut.wav") == 44100
+    with pytest.warns(AudioWarning, match=r"promises 1.00 s but the file holds 0.25 s"):
+        audio, _ = read_audio(tmp_path / "cut.wav")
+    assert len(audio) == 11025
+
+
+def test_leftover_staging_folders_of_dead_runs_are_removed(tmp_path):
+    dead = tmp_path / ".song.partial-999999999-abc"  # no such process
+    old_style = tmp_path / ".song.partial-k2j4h5"  # written before process ids were added
+    live = tmp_path / f".song.partial-{os.getppid()}-xyz"  # a running process
+    other = tmp_path / ".songs.partial-999999999-abc"  # another folder's
+    for folder in (dead, old_style, live, other):
+        folder.mkdir()
+        (folder / "vocals.wav").write_bytes(b"half")
+    write_stems(tmp_path / "song", {"vocals": np.zeros((100, 2))}, 22050)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["song", live.name, other.name])
+
+
+@pytest.mark.parametrize(
+    "fmt,bit_depth,subtype",
+    [
+        ("wav", "24", "PCM_24"),
+        ("flac", None, "PCM_16"),
+        ("ogg", None, "VORBIS"),
+        ("mp3", None, "MPEG_LAYER_III"),
+    ],
+)
+def test_every_output_format_round_trips(tmp_path, fmt, bit_depth, subtype):
+    t = np.arange(44100) / 44100
+    x = 0.5 * np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], 1)
+    path = write_audio(tmp_path / f"a.{fmt}", x, 44100, bit_depth)
+    assert sf.info(path).subtype == subtype
+    y, rate = read_audio(path)
+    assert rate == 44100 and y.shape == x.shape
+    # Lossless within the bit depth; lossy within a small fraction of the signal's power.
+    error = np.mean((y - x) ** 2) / np.mean(x**2)
+    assert error < (1e-8 if fmt in ("wav", "flac") else 0.02), error
+
+
+def test_lossy_formats_have_no_bit_depth():
+    assert sound_format("mp3") == ("MP3", "MPEG_LAYER_III")
+    with pytest.raises(AudioError, match="lossy format without a bit depth"):
+        sound_format("ogg", "16")
+    with pytest.raises(AudioError, match=r"flac supports bit depths \['16', '24'\]"):
+        sound_format("flac", "float")

@@ -116,11 +116,19 @@ def _open_soundfile(path: Path, name: str | None = None) -> Iterator[AudioReader
             f"{name} is not audio that soundfile can decode ({str(e).strip()}); {hint}"
         ) from None
 
+    position = 0
+
     def read(n: int) -> np.ndarray:
+        nonlocal position
         try:
-            return f.read(n, dtype="float32", always_2d=True)
+            block = f.read(n, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as e:
-            raise AudioError(f"{name} cannot be decoded past frame {f.tell()} ({e})") from None
+            raise AudioError(
+                f"{name} cannot be decoded after {position / f.samplerate:.2f} s ({e}); "
+                "the file is damaged or truncated: re-export or re-download it"
+            ) from None
+        position += len(block)
+        return block
 
     with f:
         promised = wav_data_frames(path)

@@ -325,3 +325,11 @@ def test_lossy_formats_have_no_bit_depth():
         sound_format("ogg", "16")
     with pytest.raises(AudioError, match=r"flac supports bit depths \['16', '24'\]"):
         sound_format("flac", "float")
+
+
+def test_truncated_flac_is_a_one_line_error(tmp_path):
+    sf.write(tmp_path / "full.flac", np.random.default_rng(0).uniform(-0.3, 0.3, (88200, 2)), 44100)
+    data = (tmp_path / "full.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match=r"cut.flac cannot be decoded after 0.00 s .* truncated"):
+        read_audio(tmp_path / "cut.flac")

@@ -264,6 +264,7 @@ class _SongsBar:
         # disable=None: no bar when stderr is not a terminal (logs, tests).
         self.bar = tqdm(
             total=self.songs,
+            desc="separating",
             unit="song",
             disable=None,
             dynamic_ncols=True,

@@ -57,7 +57,7 @@ def test_programs_lie_in_their_role_pools():
 def test_drums_play_on_channel_10_with_a_kit_program():
     song = songs()[0]
     drums = [p for p in song.parts if p.stem == "drums"]
-    mid = rc.segments_midi([drums], SECONDS)
+    mid = rc.segments_midi([drums], SECONDS, 22050)
     messages = list(mid.tracks[0])
     programs = [m for m in messages if m.type == "program_change"]
     notes = [m for m in messages if m.type == "note_on"]
@@ -70,7 +70,8 @@ def test_segments_follow_each_other_with_silence_between():
     song = songs()[1]
     bass = [p for p in song.parts if p.stem == "bass"]
     other = [p for p in song.parts if p.stem == "other"]
-    mid = rc.segments_midi([bass, other], SECONDS)
+    mid = rc.segments_midi([bass, other], SECONDS, 22050)
+    hop = rc.segment_hop(SECONDS, 22050) / 22050
     now, onsets = 0, {}
     for m in mid.tracks[0]:
         now += m.time
@@ -78,8 +79,15 @@ def test_segments_follow_each_other_with_silence_between():
             onsets.setdefault(m.channel, []).append(now / rc.TICKS_PER_SECOND)
     assert max(onsets[0]) < SECONDS  # bass: the first segment
     other_onsets = [t for ch, ts in onsets.items() if ch != 0 for t in ts]
-    assert min(other_onsets) >= SECONDS + rc.GAP  # the other parts: the second
-    assert mid.length == pytest.approx(2 * (SECONDS + rc.GAP), abs=0.01)
+    assert min(other_onsets) >= hop  # the other parts: the second
+    assert mid.length == pytest.approx(2 * hop, abs=0.01)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+def test_segments_start_on_the_same_block_and_millisecond_grid(rate):
+    hop = rc.segment_hop(SECONDS, rate)
+    assert hop % rc.BLOCK == 0 and (hop * 1000) % rate == 0  # whole blocks, whole ms
+    assert SECONDS + rc.GAP <= hop / rate < SECONDS + rc.GAP + 1.5
 
 
 def test_a_repeated_pitch_is_released_before_it_sounds_again():

@@ -97,7 +97,8 @@ WORDS = (  # noqa: SIM905 (a word list reads best as text)
 ).split()
 SYLLABLES = ("la", "na", "da", "oh", "ah", "ooh", "hey", "doo", "ba", "mm")
 
-GAP = 3.0  # seconds of silence between segments in one FluidSynth render
+GAP = 3.0  # at least this much silence between segments in one FluidSynth render
+BLOCK = 64  # FluidSynth's samples per block: MIDI events take effect on block boundaries
 HEADROOM_RMS_DB = -20.0  # each stem's active loudness before the random mix levels
 
 
@@ -584,17 +585,26 @@ def _phrases(rng, grid, melody, starts, length, spans, spoken) -> tuple[Phrase, 
 TICKS_PER_SECOND = 2000  # ticks_per_beat 1000 at 120 bpm: half-millisecond ticks
 
 
-def segments_midi(segments: list[list[Part]], seconds: float):
-    """One MIDI file that plays each segment's parts in turn, ``seconds + GAP`` apart.
+def segment_hop(seconds: float, rate: int) -> int:
+    """Samples from one segment's start to the next: at least ``seconds + GAP``, and a
+    whole number of FluidSynth blocks and of milliseconds (its MIDI player's clock), so
+    every segment meets the same block grid and renders the same wherever it sits."""
+    unit = math.lcm(BLOCK, rate // math.gcd(rate, 1000))
+    return math.ceil((seconds + GAP) * rate / unit) * unit
+
+
+def segments_midi(segments: list[list[Part]], seconds: float, rate: int):
+    """One MIDI file that plays each segment's parts in turn, ``segment_hop`` apart.
 
     Every segment starts by setting program, volume and pan of its channels and ends with
     all-sound-off, so nothing of one segment sounds in the next.
     """
     import mido
 
+    hop = segment_hop(seconds, rate) / rate
     events = []  # (tick, order, message): set-up before note-offs before note-ons
     for k, parts in enumerate(segments):
-        offset = k * (seconds + GAP)
+        offset = k * hop
 
         def tick(t: float, offset=offset) -> int:
             return round((offset + t) * TICKS_PER_SECOND)
@@ -623,7 +633,7 @@ def segments_midi(segments: list[list[Part]], seconds: float):
                 )
             events.append(
                 (
-                    tick(seconds + GAP - 0.2),
+                    tick(hop - 0.2),
                     3,
                     0,
                     mido.Message("control_change", channel=ch, control=120, value=0),
@@ -636,7 +646,7 @@ def segments_midi(segments: list[list[Part]], seconds: float):
     for t, _, _, msg in events:
         track.append(msg.copy(time=t - now))
         now = t
-    end = round(len(segments) * (seconds + GAP) * TICKS_PER_SECOND)
+    end = round(len(segments) * hop * TICKS_PER_SECOND)
     track.append(mido.MetaMessage("end_of_track", time=max(0, end - now)))
     mid = mido.MidiFile(ticks_per_beat=1000)
     mid.tracks.append(track)
@@ -670,7 +680,7 @@ def render_segments(font: str, segments, seconds, rate, workdir: Path) -> list[n
 
     mid_path = workdir / f"{font}.mid"
     wav_path = workdir / f"{font}.wav"
-    segments_midi(segments, seconds).save(mid_path)
+    segments_midi(segments, seconds, rate).save(mid_path)
     cmd = [
         "fluidsynth",
         "-ni",
@@ -695,7 +705,7 @@ def render_segments(font: str, segments, seconds, rate, workdir: Path) -> list[n
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     audio, _ = sf.read(wav_path, dtype="float32", always_2d=True)
     n = round(seconds * rate)
-    hop = round((seconds + GAP) * rate)
+    hop = segment_hop(seconds, rate)
     out = []
     for k in range(len(segments)):
         seg = np.zeros((n, 2), np.float32)

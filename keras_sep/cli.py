@@ -1,4 +1,4 @@
-"""The ``keras-sep`` command: demo, separate, evaluate, train, export, make-toy-data.
+"""The ``keras-sep`` command: demo, separate, evaluate, train, study, export, make-toy-data.
 
 Every subcommand reports a user error as one line (``error: ...``) and a non-zero exit
 code, never a traceback.
@@ -485,6 +485,14 @@ def get_parser() -> argparse.ArgumentParser:
         "train", help="train a model (see keras-sep train --help)", add_help=False
     )
     train.add_argument("args", nargs=argparse.REMAINDER)
+    # So has study (training/study.py): it trains, so it lives in the training package.
+    study = sub.add_parser(
+        "study",
+        help="re-run a comparison of the paper: Fig. 3a, Fig. 3b, Table 1 (see keras-sep study "
+        "--help)",
+        add_help=False,
+    )
+    study.add_argument("args", nargs=argparse.REMAINDER)
     _add_export(sub)
     _add_make_toy_data(sub)
     return parser
@@ -496,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
         from keras_sep.training.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["study"]:
+        from keras_sep.training.study import main as study_main
+
+        return study_main(argv[1:])
     args = get_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -299,11 +299,13 @@ def select_tracks(
     subset: str = "test",
     split: str | None = None,
     limit: int | None = None,
+    seconds: float = TOY_SECONDS,
 ) -> tuple[Iterable[Track], dict[str, Any], str]:
     """The tracks to evaluate, how the provenance describes them, and their museval subset.
 
     MUSDB18 at ``musdb_root`` (``subset``, optionally musdb's ``split``), or without it
-    the built-in toy songs of the held-out seed. ``limit`` keeps the first tracks.
+    the built-in toy songs of the held-out seed, ``seconds`` long. ``limit`` keeps the
+    first tracks.
     """
     from keras_sep.data import tracks as tracks_mod
 
@@ -320,15 +322,14 @@ def select_tracks(
         }
         return tracks, data, subset
     tracks = tracks_mod.toy_tracks(
-        limit or TOY_TRACKS, seed=HELD_OUT_SEED, seconds=TOY_SECONDS, sample_rate=TOY_RATE
+        limit or TOY_TRACKS, seed=HELD_OUT_SEED, seconds=seconds, sample_rate=TOY_RATE
     )
     data = {
         "kind": "toy",
         "seed": HELD_OUT_SEED,
-        "seconds": TOY_SECONDS,
+        "seconds": seconds,
         "rate": TOY_RATE,
-        "description": f"built-in toy songs (seed {HELD_OUT_SEED}, {TOY_SECONDS:.0f} s, "
-        f"{TOY_RATE} Hz)",
+        "description": f"built-in toy songs (seed {HELD_OUT_SEED}, {seconds:g} s, {TOY_RATE} Hz)",
     }
     return tracks, data, "test"
 

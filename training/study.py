@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from keras_sep.errors import ConfigError, DataError, KerasSepError
-from keras_sep.folder import atomic_write_text
+from keras_sep.files import atomic_write_text
 from keras_sep.training.config import TrainConfig, load_config
 
 STUDY_DIR = Path(__file__).parent / "studies"
@@ -415,53 +415,24 @@ def _check_plan(out: Path, plan: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(plan, indent=2) + "\n")
 
 
-def held_out_tracks(musdb_root: str | None, count: int | None, seconds: float | None = None):
-    """The songs every variant is scored on, and their description for the report."""
-    from keras_sep.data.tracks import musdb_tracks, toy_tracks
-    from keras_sep.evaluate import TOY_RATE, TOY_SECONDS, TOY_SEED, TOY_TRACKS
-
-    if musdb_root:
-        tracks = musdb_tracks(musdb_root, "test", limit=count)
-        where = f"{count} songs" if count else "all songs"
-        return tracks, {
-            "kind": "musdb",
-            "root": str(Path(musdb_root).resolve()),
-            "subset": "test",
-            "tracks": count,
-            "description": f"MUSDB18 test set at {musdb_root}, {where}",
-        }
-    count, seconds = count or TOY_TRACKS, seconds or TOY_SECONDS
-    tracks = toy_tracks(count, seed=TOY_SEED, seconds=seconds, sample_rate=TOY_RATE)
-    return tracks, {
-        "kind": "toy",
-        "seed": TOY_SEED,
-        "seconds": seconds,
-        "rate": TOY_RATE,
-        "tracks": count,
-        "description": f"{count} built-in toy song(s) never used in training (seed {TOY_SEED}, "
-        f"{seconds:g} s, {TOY_RATE} Hz)",
-    }
-
-
 def evaluate_study(study: Study, out: Path, musdb_root: str | None, progress: bool):
     """Score every run's best model on the same held-out songs (``keras-sep evaluate``)."""
-    import keras_sep
-    from keras_sep.evaluate import evaluate
+    from keras_sep.evaluate import evaluate, load_models, select_tracks
 
-    tracks, data = held_out_tracks(musdb_root, study.eval_tracks, study.eval_seconds)
+    extra = {"seconds": study.eval_seconds} if study.eval_seconds else {}
+    tracks, data, subset = select_tracks(musdb_root, limit=study.eval_tracks, **extra)
     folders = {
         system_name(label, seed): run_folder(out, label, seed) for label, seed in study.runs()
     }
-    models = {name: keras_sep.load(folder) for name, folder in folders.items()}
-    provenance = {
-        "data": data,
-        "models": {
-            name: {"folder": str(folder), "description": f"{name} at {folder}"}
-            for name, folder in folders.items()
-        },
-    }
+    models, provenance = load_models(folders)
     return evaluate(
-        models, tracks, out / EVAL_DIR, resume=True, progress=progress, provenance=provenance
+        models,
+        tracks,
+        out / EVAL_DIR,
+        resume=True,
+        progress=progress,
+        subset=subset,
+        provenance={"data": data, "models": provenance},
     )
 
 
@@ -469,7 +440,7 @@ def run_study(
     study: Study, out: str | Path, musdb_root: str | None = None, progress: bool = True
 ) -> dict[str, Path]:
     """Train, evaluate and report one study into ``out``; returns the report's files."""
-    from keras_sep.evaluate import SCORES_DIR
+    from keras_sep.evaluate import PROVENANCE_FILE, SCORES_DIR
     from keras_sep.training.study_report import write_report
 
     out = Path(out)
@@ -482,8 +453,10 @@ def run_study(
             print(f"{head}: {study.budget.describe()}", file=sys.stderr)
         record, trained = train_run(study, out, label, seed, progress)
         if trained:
-            # Scores of an earlier model of this run are stale.
+            # Scores of an earlier model of this run are stale; the evaluation's record
+            # of model stamps goes too, so that it rescores this run and resumes the rest.
             shutil.rmtree(out / EVAL_DIR / SCORES_DIR / system_name(label, seed), True)
+            (out / EVAL_DIR / PROVENANCE_FILE).unlink(missing_ok=True)
         elif progress:
             print(f"  finished earlier: {record['steps']} steps", file=sys.stderr)
         records[label][seed] = record

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from keras_sep.evaluate import MIXTURE, SILENCE, EvaluationResults, _jsonable, _table
-from keras_sep.folder import atomic_write_text
+from keras_sep.baselines import MIXTURE, SILENCE
+from keras_sep.evaluate import PROVENANCE_FILE
+from keras_sep.files import atomic_write_text
+from keras_sep.report import EvaluationResults, _jsonable, _table
 from keras_sep.training.study import EVAL_DIR, Claim, Study, read_timeline, run_folder, system_name
 
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
@@ -110,7 +112,9 @@ def _common(values: set) -> str:
     return ", ".join(str(v) for v in sorted(values, key=str))
 
 
-def scale_info(study: Study, records: Mapping[str, Mapping[int, dict]], data: Mapping) -> dict:
+def scale_info(
+    study: Study, records: Mapping[str, Mapping[int, dict]], data: Mapping, tracks: int
+) -> dict:
     """The scale of every number in the report, as facts and as words (long and short)."""
     cfgs = list(study.variants.values())
     steps = [r["steps"] for runs in records.values() for r in runs.values()]
@@ -135,7 +139,7 @@ def scale_info(study: Study, records: Mapping[str, Mapping[int, dict]], data: Ma
         "seconds": _spread(seconds),
         "seeds": list(study.seeds),
         "training_data": train_data,
-        "evaluation_data": data.get("description", ""),
+        "evaluation_data": f"{tracks} held-out song(s): {data.get('description', '')}",
     }
     used = f"{min(steps):,}–{max(steps):,} steps" if study.budget.seconds else ""
     used = used or f"{_secs(min(seconds))}–{_secs(max(seconds))} training s"
@@ -440,8 +444,8 @@ def write_report(
         finals = [rows[-1].get("val_loss", math.nan) for rows in curves[label].values() if rows]
         entry["final_val_loss"] = float(np.mean(finals)) if finals else math.nan
         variants[label] = entry
-    data = json.loads((out / EVAL_DIR / "run.json").read_text()).get("data", {})
-    scale = scale_info(study, records, data)
+    data = json.loads((out / EVAL_DIR / PROVENANCE_FILE).read_text()).get("data", {})
+    scale = scale_info(study, records, data, len(results.tracks))
     report = {
         "study": study.plan(),
         "scale": scale,

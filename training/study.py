@@ -172,9 +172,11 @@ def spec_path(spec: str) -> Path:
 
 
 def _model_config(cfg: TrainConfig):
-    from keras_sep.models import get_config
+    from keras_sep.models import model_config
 
-    return get_config(cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model)
+    return model_config(
+        cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model
+    )
 
 
 def _check_keys(values: dict, valid: tuple[str, ...], where: str) -> None:

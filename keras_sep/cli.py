@@ -466,6 +466,21 @@ def _add_export(sub) -> None:
     p.set_defaults(run=export_cli.run)
 
 
+def _add_study(sub) -> None:
+    # The study runner trains, so it lives in the training package (training/study.py).
+    from keras_sep.training import study
+
+    p = sub.add_parser(
+        "study",
+        help="re-run a comparison of the paper (Fig. 3a, Fig. 3b, Table 1) with a verdict",
+        description=study.DESCRIPTION,
+        epilog=study.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    study.add_arguments(p)
+    p.set_defaults(run=study.run)
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-sep",
@@ -485,14 +500,7 @@ def get_parser() -> argparse.ArgumentParser:
         "train", help="train a model (see keras-sep train --help)", add_help=False
     )
     train.add_argument("args", nargs=argparse.REMAINDER)
-    # So has study (training/study.py): it trains, so it lives in the training package.
-    study = sub.add_parser(
-        "study",
-        help="re-run a comparison of the paper: Fig. 3a, Fig. 3b, Table 1 (see keras-sep study "
-        "--help)",
-        add_help=False,
-    )
-    study.add_argument("args", nargs=argparse.REMAINDER)
+    _add_study(sub)
     _add_export(sub)
     _add_make_toy_data(sub)
     return parser
@@ -504,10 +512,6 @@ def main(argv: list[str] | None = None) -> int:
         from keras_sep.training.train import main as train_main
 
         return train_main(argv[1:])
-    if argv[:1] == ["study"]:
-        from keras_sep.training.study import main as study_main
-
-        return study_main(argv[1:])
     args = get_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -14,7 +14,7 @@ from keras_sep import cli
 from keras_sep.errors import ConfigError
 from keras_sep.training import study_clock
 from keras_sep.training import train as train_module
-from keras_sep.training.study import Claim, load_study, main, read_timeline
+from keras_sep.training.study import Claim, load_study, read_timeline
 from keras_sep.training.study_report import HELD, NOT_HELD, PARTLY, UNDECIDED, step_view, verdict
 
 SMALL = [
@@ -74,14 +74,14 @@ def test_study_reports_resumes_and_skips_finished_runs(tmp_path, monkeypatch):
         return real_train(cfg, folder, **kwargs)
 
     monkeypatch.setattr(train_module, "train", train)
-    assert main([str(spec), "-o", str(out), "--quiet"]) == 130
+    assert cli.main(["study", str(spec), "-o", str(out), "--quiet"]) == 130
     runs = out / "runs"
     assert (runs / "a/seed1/done.json").is_file() and (runs / "a/seed2/done.json").is_file()
     assert (runs / "b/seed1/backup").is_dir() and not (runs / "b/seed1/done.json").exists()
     assert not (runs / "b/seed2").exists() and not (out / "report.md").exists()
 
     # The same command again: the finished runs are skipped, the killed one resumes.
-    assert main([str(spec), "-o", str(out), "--quiet"]) == 0
+    assert cli.main(["study", str(spec), "-o", str(out), "--quiet"]) == 0
     assert calls[3:] == [("b/seed1", 1), ("b/seed2", 0)]
     assert [r["steps"] for r in read_timeline(runs / "b/seed1")] == [2, 4]
     with open(runs / "b/seed1/history.csv") as f:
@@ -111,16 +111,19 @@ def test_study_reports_resumes_and_skips_finished_runs(tmp_path, monkeypatch):
     # A finished study: nothing retrains, nothing is rescored.
     scores = sorted((out / "eval" / "scores").rglob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in scores]
-    assert main([str(spec), "-o", str(out), "--quiet"]) == 0
+    assert cli.main(["study", str(spec), "-o", str(out), "--quiet"]) == 0
     assert len(calls) == 5 and [p.stat().st_mtime_ns for p in scores] == stamps
     # Another plan in the same folder is refused.
-    assert main([str(spec), "-o", str(out), "--quiet", "--steps", "6"]) == 2
+    assert cli.main(["study", str(spec), "-o", str(out), "--quiet", "--steps", "6"]) == 2
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"b_config": "gain: [0.5, 1.0]\n"}, r"same data, but 'b' and 'a' differ in \[.gain.\]"),
+        (
+            {"b_config": "gain: [0.5, 1.0]\n"},
+            r"only in the model, but 'b' and 'a' differ in \[.gain.\]",
+        ),
         ({"b_config": "model: {sources: [vocals, rest]}\n"}, "same sources"),
         ({"b_config": "model: {sample_rate: 16000}\n"}, "sample_rate 16000"),
         ({"budget": "{steps: 0}"}, "budget steps must be a positive number"),
@@ -159,7 +162,8 @@ def test_spec_errors_name_what_to_fix(tmp_path, capsys):
 
 @pytest.mark.parametrize(("name", "variants"), [("fig3a", 3), ("fig3b", 4), ("table1", 3)])
 def test_shipped_studies_load_at_both_scales(name, variants):
-    paper, cpu = load_study(name), load_study(name, scale="cpu")
+    paper, cpu = load_study(name, scale="paper"), load_study(name)  # cpu: the default
+    assert cpu.scale == "cpu"
     assert len(paper.variants) == len(cpu.variants) == variants
     assert {c.preset for c in paper.variants.values()} == {"paper"}
     assert {c.preset for c in cpu.variants.values()} == {"tiny"}

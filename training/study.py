@@ -1,7 +1,8 @@
 """Studies: the paper's comparisons (Fig. 3a, Fig. 3b, Table 1) re-run at one budget.
 
-    keras-sep study fig3a -o studies/fig3a
-    keras-sep study fig3a fig3b table1 --scale cpu -o studies/cpu
+    keras-sep study fig3a -o studies/fig3a                      # CPU scale: tiny models
+    keras-sep study fig3a fig3b table1 -o studies/cpu           # all three, about 90 min
+    keras-sep study table1 --scale paper --musdb-root ~/musdb18hq -o studies/table1  # GPU
 
 A study spec (``training/studies/<name>.yaml`` or any YAML file) names training configs
 (the variants), one budget (training steps, or training seconds, per run), the seeds and
@@ -28,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from keras_sep.errors import ConfigError, DataError, KerasSepError
+from keras_sep.errors import ConfigError, DataError
 from keras_sep.files import atomic_write_text
 from keras_sep.training.config import TrainConfig, load_config
 
@@ -37,20 +38,15 @@ PLAN_FILE = "study.json"
 RUNS_DIR, EVAL_DIR = "runs", "eval"
 TIMELINE_FILE, DONE_FILE = "timeline.csv", "done.json"
 PAPER_SCALE = "paper"  # the spec's own top-level settings
+# The default where a spec defines it: a first run on any machine finishes (docs/study.md).
+CPU_SCALE = "cpu"
 SCALE_KEYS = ("budget", "seeds", "set", "validate_every", "eval_tracks", "eval_seconds")
 SPEC_KEYS = ("title", "variants", "claims", "scales", *SCALE_KEYS)
-# What "the same data" means: every variant of a study must agree on these fields.
-DATA_FIELDS = (
-    "data",
-    "toy_songs",
-    "toy_valid_songs",
-    "toy_seconds",
-    "gain",
-    "augmentations",
-    "remix_probability",
-    "silence_threshold_db",
-    "valid_segments_per_track",
-)
+# The study sets these for every run: the seed, and the budget through the epochs.
+STUDY_SET = ("seed", "epochs", "steps_per_epoch", "early_stopping_patience")
+# Variants may differ only in the model; every other training field (data, augmentation,
+# optimiser, batch...) must agree, so that a comparison isolates the architecture.
+MAY_DIFFER = ("architecture", "preset", "model", *STUDY_SET)
 # Validation points of a step budget, when the spec does not say how often to validate.
 VALIDATIONS = 10
 # A time budget stops by the clock; the epoch count is only a cap fit needs.
@@ -207,7 +203,7 @@ def _claim(value: Any, labels: list[str], where: str) -> Claim:
 
 def load_study(
     spec: str,
-    scale: str = PAPER_SCALE,
+    scale: str | None = None,
     data: tuple[str, ...] = ("toy",),
     overrides: list[str] | tuple[str, ...] = (),
     budget: Budget | None = None,
@@ -215,6 +211,8 @@ def load_study(
     eval_tracks: int | None = None,
 ) -> Study:
     """Read and check a study spec at ``scale``; arguments override the spec's settings.
+
+    ``scale`` None is the spec's cpu scale where it has one, else its own settings.
 
     Errors name the spec and what to fix: an unknown config, variants that disagree on
     sources, sample rate or data, a bad budget, fewer than 2 seeds.
@@ -229,6 +227,8 @@ def load_study(
         raise ConfigError(f"study {name}: {path} must be a YAML mapping")
     _check_keys(values, SPEC_KEYS, f"study {name}")
     scales = values.get("scales") or {}
+    if scale is None:
+        scale = CPU_SCALE if CPU_SCALE in scales else PAPER_SCALE
     if scale != PAPER_SCALE:
         if scale not in scales:
             raise ConfigError(
@@ -289,11 +289,15 @@ def load_study(
                     f"{where}: variants must separate the same sources at the same rate, but "
                     f"{label!r} has {what} {mine!r} and {first!r} has {theirs!r}"
                 )
-        differ = [f for f in DATA_FIELDS if getattr(cfg, f) != getattr(configs[first], f)]
+        differ = [
+            f
+            for f in TrainConfig.field_names()
+            if f not in MAY_DIFFER and getattr(cfg, f) != getattr(configs[first], f)
+        ]
         if differ:
             raise ConfigError(
-                f"{where}: variants must train on the same data, but {label!r} and {first!r} "
-                f"differ in {differ}; set them in the spec's set: list instead"
+                f"{where}: variants may differ only in the model, but {label!r} and {first!r} "
+                f"differ in {differ}; set those for all variants in the spec's set: list"
             )
     claims = tuple(
         _claim(c, list(configs), f"{where}, claim {i + 1}")
@@ -469,21 +473,25 @@ def run_study(
 # --- command line ------------------------------------------------------------------------
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="keras-sep study",
-        description="Re-run a comparison of the paper: train every variant of a study with "
-        "every seed on the same data for the same budget, score them on the same held-out "
-        "songs, and write report.md, report.json and plots with a verdict per claim. Run the "
-        "same command again to resume.",
-        epilog="Examples:\n"
-        "  keras-sep study fig3a -o studies/fig3a                  # paper scale (a GPU)\n"
-        "  keras-sep study fig3a fig3b table1 --scale cpu -o studies/cpu\n"
-        "  keras-sep study my_study.yaml --steps 200 -o studies/mine\n"
-        f"Shipped studies: {', '.join(sorted(p.stem for p in STUDY_DIR.glob('*.yaml')))}. "
-        "See docs/study.md.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+DESCRIPTION = (
+    "Re-run a comparison of the paper: train every variant of a study with every seed on the "
+    "same data for the same budget, score them on the same held-out songs, and write "
+    "report.md, report.json and plots with a verdict per claim. Run the same command again "
+    "to resume."
+)
+EPILOG = (
+    "Examples:\n"
+    "  keras-sep study fig3a -o studies/fig3a            # CPU scale: tiny models\n"
+    "  keras-sep study fig3a fig3b table1 -o studies/cpu # all three on a CPU\n"
+    "  keras-sep study table1 --scale paper --musdb-root ~/musdb18hq   # on a GPU\n"
+    "  keras-sep study my_study.yaml --steps 200 -o studies/mine\n"
+    f"Shipped studies: {', '.join(sorted(p.stem for p in STUDY_DIR.glob('*.yaml')))}. "
+    "See docs/study.md."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``keras-sep study`` arguments."""
     p.add_argument(
         "specs", nargs="+", metavar="SPEC", help="a shipped study (fig3a, fig3b, table1) or YAML"
     )
@@ -495,9 +503,9 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scale",
-        default=PAPER_SCALE,
-        help="paper (the spec's own budget and presets: a GPU) or a scale the spec defines: "
-        "cpu (tiny models sized for a 2-core CPU, docs/study.md)",
+        help=f"{PAPER_SCALE} (the spec's own budget and presets: a GPU) or a scale the spec "
+        f"defines, such as {CPU_SCALE} (tiny models sized for a 2-core CPU, docs/study.md); "
+        f"default: {CPU_SCALE} where the spec defines it, else {PAPER_SCALE}",
     )
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data", choices=["toy"], help="built-in synthetic songs (the default)")
@@ -520,7 +528,6 @@ def get_parser() -> argparse.ArgumentParser:
         help="override a training config key of every variant, e.g. --set batch_size=4",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    return p
 
 
 def _seeds(text: str | None) -> list[int] | None:
@@ -560,18 +567,10 @@ def run(args: argparse.Namespace) -> int:
             out = Path(args.out or Path("studies") / study.name)
         else:
             out = Path(args.out or "studies") / study.name
-        files = run_study(study, out, args.musdb_root, progress=not args.quiet)
+        try:
+            files = run_study(study, out, args.musdb_root, progress=not args.quiet)
+        except KeyboardInterrupt:
+            print("run the same command again to resume the study", file=sys.stderr)
+            raise
         print(f"{study.name}: {files['markdown']}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    try:
-        return run(args)
-    except KerasSepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130

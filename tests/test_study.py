@@ -146,7 +146,9 @@ def test_spec_errors_name_what_to_fix(tmp_path, capsys):
         load_study(str(spec))
     with pytest.raises(ConfigError, match=r"has no scale 'cpu'; its scales: \['paper'\]"):
         load_study(str(write_spec(tmp_path)), scale="cpu")
-    with pytest.raises(ConfigError, match="neither a YAML file nor a shipped study"):
+    with pytest.raises(
+        ConfigError, match=r"study 'fig9' is neither a file nor a shipped study; shipped: \['fig3a'"
+    ):
         load_study("fig9")
     spec = write_spec(tmp_path)
     spec.write_text(spec.read_text().replace("worse: a", "worse: c"))

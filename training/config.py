@@ -102,16 +102,16 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def resolve_config_path(name: str) -> Path:
-    """A config file path, or the name of a shipped config (``dilated_dense``)."""
+def resolve_config_path(name: str, folder: Path = CONFIG_DIR, kind: str = "config") -> Path:
+    """A YAML file path, or the name of a shipped one in ``folder`` (``dilated_dense``)."""
     path = Path(name)
     if path.is_file():
         return path
-    shipped = CONFIG_DIR / f"{name}.yaml"
+    shipped = folder / f"{name}.yaml"
     if shipped.is_file():
         return shipped
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigError(f"config {name!r} is neither a file nor a shipped config; shipped: {names}")
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    raise ConfigError(f"{kind} {name!r} is neither a file nor a shipped {kind}; shipped: {names}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

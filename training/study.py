@@ -31,7 +31,7 @@ import yaml
 
 from keras_sep.errors import ConfigError, DataError
 from keras_sep.files import atomic_write_text
-from keras_sep.training.config import TrainConfig, load_config
+from keras_sep.training.config import TrainConfig, load_config, resolve_config_path
 
 STUDY_DIR = Path(__file__).parent / "studies"
 PLAN_FILE = "study.json"
@@ -153,20 +153,6 @@ class Study:
         }
 
 
-def spec_path(spec: str) -> Path:
-    """A spec YAML path, or the name of a shipped study (``fig3a``)."""
-    path = Path(spec)
-    if path.is_file():
-        return path
-    shipped = STUDY_DIR / f"{spec}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = sorted(p.stem for p in STUDY_DIR.glob("*.yaml"))
-    raise ConfigError(
-        f"study {spec!r} is neither a YAML file nor a shipped study; shipped: {names}"
-    )
-
-
 def _model_config(cfg: TrainConfig):
     from keras_sep.models import model_config
 
@@ -217,7 +203,7 @@ def load_study(
     Errors name the spec and what to fix: an unknown config, variants that disagree on
     sources, sample rate or data, a bad budget, fewer than 2 seeds.
     """
-    path = spec_path(spec)
+    path = resolve_config_path(spec, STUDY_DIR, "study")
     name = path.stem
     try:
         values = yaml.safe_load(path.read_text())

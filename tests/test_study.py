@@ -12,10 +12,19 @@ import pytest
 
 from keras_sep import cli
 from keras_sep.errors import ConfigError
+from keras_sep.report import EvaluationResults
 from keras_sep.training import study_clock
 from keras_sep.training import train as train_module
-from keras_sep.training.study import Claim, load_study, read_timeline
-from keras_sep.training.study_report import HELD, NOT_HELD, PARTLY, UNDECIDED, step_view, verdict
+from keras_sep.training.study import Claim, load_study, read_timeline, run_folder, system_name
+from keras_sep.training.study_report import (
+    HELD,
+    NOT_HELD,
+    PARTLY,
+    UNDECIDED,
+    step_view,
+    verdict,
+    write_report,
+)
 
 SMALL = [
     "preset=tiny",
@@ -238,3 +247,66 @@ def test_step_view_compares_at_the_steps_every_run_reached(tmp_path):
     view = step_view(study, curves)
     assert view["steps"] == 4
     assert view["val_loss"] == pytest.approx({"a": 0.7, "b": 0.3})
+
+
+def test_time_budget_report_shows_the_time_and_the_step_view(tmp_path):
+    """The report of a time budget, from made-up runs and scores (no training)."""
+    study = load_study(str(write_spec(tmp_path, budget="{seconds: 3}")))
+    out, sources = tmp_path / "out", list(study.sources)
+    records, summary = {}, {}
+    for label, steps_per_second in (("a", 4), ("b", 2)):  # b is the slower variant
+        for seed in study.seeds:
+            folder = run_folder(out, label, seed)
+            folder.mkdir(parents=True)
+            rows = [
+                {
+                    "epoch": e,
+                    "steps": 2 * (e + 1),
+                    "seconds": 2 * (e + 1) / steps_per_second,
+                    "wall": 9.0,
+                    "loss": 1.0,
+                    "val_loss": 1.0 / (e + 1) / steps_per_second,
+                }
+                for e in range(3 * steps_per_second // 2)
+            ]
+            with open(folder / "timeline.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, study_clock.FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+            records.setdefault(label, {})[seed] = {
+                "steps": rows[-1]["steps"],
+                "seconds": 3.0,
+                "wall_seconds": 9.0,
+                "best": {"val_loss": rows[-1]["val_loss"]},
+            }
+            sdr = 1.0 + seed + (label == "b")
+            summary[system_name(label, seed)] = {
+                s: {"SDR": {"mean": sdr, "median": sdr}, "plain_SDR": {"mean": sdr}}
+                for s in sources
+            }
+    for name, sdr in (("mixture", -5.0), ("silence", math.nan)):
+        summary[name] = {
+            s: {
+                "SDR": {"mean": sdr, "median": sdr},
+                "plain_SDR": {"mean": 0.0 if name == "silence" else sdr},
+            }
+            for s in sources
+        }
+    (out / "eval").mkdir()
+    (out / "eval" / "run.json").write_text(json.dumps({"data": {"description": "toy songs"}}))
+    results = EvaluationResults(out / "eval", list(summary), sources, ["t"], [], summary, "fast")
+    files = write_report(study, out, records, results)
+    report = json.loads(files["json"].read_text())
+    assert report["step_view"] == {
+        "steps": 6,
+        "val_loss": {"a": pytest.approx(1 / 12), "b": pytest.approx(1 / 6)},
+    }
+    assert report["claims"][0]["verdict"] == HELD  # b scores 1 dB higher with both seeds
+    text = files["markdown"].read_text()
+    assert (
+        "Time view: every run trained 3 s" in text
+        and "| a | 0.0833 | 0.0833 | 0.0833 |" not in text
+    )
+    assert "val_loss at step 6" in text and "used 6–12 steps" in text
+    assert "Sanity: 2 of 2 variants beat the silence row" in text
+    assert files["bars"].stat().st_size > 10_000 and files["curves"].stat().st_size > 10_000

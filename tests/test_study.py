@@ -70,7 +70,7 @@ class Kill(keras.callbacks.Callback):
         raise KeyboardInterrupt
 
 
-def test_study_reports_resumes_and_skips_finished_runs(tmp_path, monkeypatch):
+def test_study_reports_resumes_and_skips_finished_runs(tmp_path, monkeypatch, capsys):
     spec, out = write_spec(tmp_path), tmp_path / "out"
     real_train, calls = train_module.train, []
 
@@ -91,6 +91,7 @@ def test_study_reports_resumes_and_skips_finished_runs(tmp_path, monkeypatch):
 
     # The same command again: the finished runs are skipped, the killed one resumes.
     assert cli.main(["study", str(spec), "-o", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
     assert calls[3:] == [("b/seed1", 1), ("b/seed2", 0)]
     assert [r["steps"] for r in read_timeline(runs / "b/seed1")] == [2, 4]
     with open(runs / "b/seed1/history.csv") as f:
@@ -113,6 +114,7 @@ def test_study_reports_resumes_and_skips_finished_runs(tmp_path, monkeypatch):
     assert report["scale"]["budget"] == {"steps": 4} and report["scale"]["preset"] == "tiny"
     text = (out / "report.md").read_text()
     assert "## Verdict" in text and f"**{claim['verdict']}**: wider beats narrower" in text
+    assert f"two: {out / 'report.md'}\n  {claim['verdict']}: wider beats narrower" in printed
     assert "| *mixture* |" in text and "| *silence* |" in text
     assert text.count("*scale paper: preset tiny, 4 training steps per run") == 5
     for png in ("bars.png", "curves.png"):

@@ -559,4 +559,6 @@ def run(args: argparse.Namespace) -> int:
             print("run the same command again to resume the study", file=sys.stderr)
             raise
         print(f"{study.name}: {files['markdown']}")
+        for claim in json.loads(files["json"].read_text())["claims"]:
+            print(f"  {claim['verdict']}: {claim['claim']}")
     return 0

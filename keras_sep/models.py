@@ -98,6 +98,11 @@ def architectures() -> list[str]:
     return sorted(_ARCHITECTURES)
 
 
+def presets(name: str) -> list[str]:
+    """Preset names of architecture ``name`` (``paper`` is the paper's configuration)."""
+    return sorted(_lookup(name)[0].config_class.PRESETS)
+
+
 def _lookup(name: str) -> tuple[Architecture, Callable]:
     if name not in _ARCHITECTURES:
         raise ConfigError(f"unknown architecture {name!r}; valid names: {architectures()}")

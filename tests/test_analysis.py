@@ -30,6 +30,7 @@ def test_receptive_field_matches_an_impulse_experiment(name):
         assert extent == field
 
 
+@pytest.mark.slow
 @pytest.mark.paper
 def test_paper_flops_match_the_measured_prototype():
     # FACTS.md: 190 (DDU), 86 (Dilated U-Net) and 4.9 (Wave-U-Net, f = 24) GFLOP per segment.

@@ -30,6 +30,7 @@ def run(backend: str, args: list[str], timeout: int = 400) -> subprocess.Complet
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", OTHERS)
 def test_model_and_layer_battery(backend):
     files = ["tests/test_models.py", "tests/test_layers.py"]
@@ -76,6 +77,7 @@ def exchange(argv: list[str]) -> None:
 EXCHANGE = "import runpy, sys; runpy.run_path('tests/test_backends.py')['exchange'](sys.argv)"
 
 
+@pytest.mark.slow
 def test_keras_files_load_under_every_other_backend(tmp_path):
     # A chain, so that each backend loads the other two's files with 3 subprocesses.
     tf_dir, jax_dir, torch_dir = (tmp_path / b for b in ("tensorflow", "jax", "torch"))
@@ -111,6 +113,7 @@ TF_FREE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_training_without_tensorflow_loads_under_tensorflow(tmp_path):
     run("jax", ["-c", TF_FREE, str(tmp_path / "run"), str(tmp_path / "cache")])
     info = keras_sep.folder.read_info(tmp_path / "run")

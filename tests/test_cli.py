@@ -42,6 +42,7 @@ def test_separate_writes_stems_per_track(tmp_path, model_folder, song, capsys):
     assert "real-time factor" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_separate_options(tmp_path, model_folder, song):
     out = tmp_path / "out"
     args = [str(song), "--model", str(model_folder), "-o", str(out)]
@@ -139,6 +140,7 @@ def test_bundled_model_is_a_model_folder():
     assert info["training"]["data"][0] == "toy"  # trained on synthetic songs, and says so
 
 
+@pytest.mark.slow
 def test_bundled_model_beats_the_mixture_and_silence_on_an_unseen_song():
     from keras_sep.separate import separate_waveform
 
@@ -152,6 +154,7 @@ def test_bundled_model_beats_the_mixture_and_silence_on_an_unseen_song():
         assert sdr > 0, source  # beats silence, which scores exactly 0 dB
 
 
+@pytest.mark.slow
 def test_demo_command(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--seconds", "5"]) == 0

@@ -57,6 +57,7 @@ def _museval_available() -> bool:
     return importlib.util.find_spec("museval") is not None and shutil.which("ffmpeg") is not None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _museval_available(), reason="museval (and ffmpeg for musdb) needed")
 @pytest.mark.parametrize(
     "names, channels, seconds, est_shift",
@@ -88,6 +89,7 @@ def test_fast_scorer_matches_museval(names, channels, seconds, est_shift):
         assert np.isnan(fast["SDR"][:, 1]).all() and not np.isnan(fast["SDR"][:, 0]).any()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _museval_available(), reason="museval (and ffmpeg for musdb) needed")
 def test_rank_deficient_references_keep_sdr_exact():
     # A mono stem (equal channels) makes museval's Gram matrix singular: its ISR/SIR/SAR
@@ -235,6 +237,7 @@ def parse_table(markdown: str, heading: str) -> tuple[list[str], list[list[str]]
     return table[0], table[2:]
 
 
+@pytest.mark.slow
 def test_evaluate_writes_report(tmp_path, tiny_model):
     from keras_sep.config import DilatedConfig
 
@@ -293,6 +296,7 @@ def test_evaluate_writes_report(tmp_path, tiny_model):
     assert set(report["per_track"]["tiny"]) == set(results.tracks)
 
 
+@pytest.mark.slow
 def test_resume_skips_scored_tracks(tmp_path):
     from keras_sep.config import DilatedConfig
 
@@ -377,6 +381,7 @@ def test_cli_errors(tmp_path):
         run_cli("--data", "toy", "--musdb-root", "x")  # one data source only
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="musdb needs ffmpeg and ffprobe")
 def test_cli_on_generated_musdb_tree(tmp_path, capsys):
     import soundfile as sf

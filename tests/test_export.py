@@ -75,6 +75,7 @@ def exported(request, export_tiny):
     return result
 
 
+@pytest.mark.slow
 def test_layout_and_manifest(exported):
     out, cfg = exported.out, exported.model.arch_config
     manifest = read_manifest(out)
@@ -97,6 +98,7 @@ def test_layout_and_manifest(exported):
     assert sorted(manifest["artifacts"]) == sorted(FORMATS)
 
 
+@pytest.mark.slow
 def test_saved_model_signature(exported):
     loaded = exported.runners["saved_model"]._loaded
     fn = loaded.signatures["serving_default"]
@@ -106,6 +108,7 @@ def test_saved_model_signature(exported):
     assert sorted(fn.structured_outputs) == sorted(exported.model.sources)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_parity_with_keras(exported, fmt):
     """Float32 artifacts match Keras within 1e-4, at two different (batch, time) shapes."""
@@ -117,6 +120,7 @@ def test_parity_with_keras(exported, fmt):
         assert error <= TOLERANCE["none"], (fmt, x.shape, error)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_separate_through_artifact(exported, fmt):
     """The shared overlap-add routine runs an artifact like the Keras model."""
@@ -129,6 +133,7 @@ def test_separate_through_artifact(exported, fmt):
     assert got["vocals"].shape == mixture.shape
 
 
+@pytest.mark.slow
 def test_tflite_uses_builtin_ops_only(exported):
     ops = tflite_ops(exported.out / "model.tflite")
     assert read_manifest(exported.out)["artifacts"]["tflite"]["ops"] == ops
@@ -137,6 +142,7 @@ def test_tflite_uses_builtin_ops_only(exported):
     assert not [op for op in ops if "TRANSPOSE_CONV" in op or op in ("CUSTOM", "DELEGATE")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["dynamic", "float16"])
 def test_quantized_tflite_parity(exported, quantize, tmp_path):
     path = convert_tflite(exported.out / "saved_model" / "1", tmp_path / "q.tflite", quantize)
@@ -148,6 +154,7 @@ def test_quantized_tflite_parity(exported, quantize, tmp_path):
     assert 0 < error <= TOLERANCE[quantize], error
 
 
+@pytest.mark.slow
 def test_dilated_conv1d_transpose_tflite(tmp_path):
     """A dilated Keras Conv1DTranspose is no TFLite builtin; ours (same weights) converts.
 
@@ -246,6 +253,7 @@ def served(export_tiny):
     server.server_close()
 
 
+@pytest.mark.slow
 def test_serving_client_matches_keras(served):
     client = ServingClient(served.out, served.url, "keras_sep")
     client.check()
@@ -256,6 +264,7 @@ def test_serving_client_matches_keras(served):
     assert max_abs_error(expected, got) <= TOLERANCE["none"]
 
 
+@pytest.mark.slow
 def test_serving_cli_writes_stems(served, tmp_path, capsys):
     song = keras_sep.audio.write_audio(
         tmp_path / "song.wav", np.zeros((2205, 2), np.float32), 22050
@@ -269,6 +278,7 @@ def test_serving_cli_writes_stems(served, tmp_path, capsys):
     assert "HTTP 404" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_serving_client_unreachable(served):
     client = ServingClient(served.out, "http://127.0.0.1:9", "keras_sep", timeout=5)
     with pytest.raises(ServingError, match="cannot reach TF Serving"):
@@ -314,6 +324,7 @@ def test_not_a_model_folder(tmp_path, capsys):
     assert leftovers(tmp_path, "out") == []
 
 
+@pytest.mark.slow
 def test_failure_leaves_nothing(tiny_folder, tmp_path, capsys, monkeypatch):
     """A converter failing after the SavedModel was written removes the whole attempt."""
     import keras_sep.export.onnx_model
@@ -328,6 +339,7 @@ def test_failure_leaves_nothing(tiny_folder, tmp_path, capsys, monkeypatch):
     assert leftovers(tmp_path, "out") == []
 
 
+@pytest.mark.slow
 def test_out_folder_rules(tiny_folder, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()

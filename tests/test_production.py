@@ -215,6 +215,7 @@ def test_bad_production_settings_are_refused():
         Augmentation.from_names(["master"], loudness_db=(-10, 3))
 
 
+@pytest.mark.slow
 def test_a_produced_test_set_is_mastered_loud_and_sums_exactly(tmp_path):
     from keras_sep.audio import read_audio
     from keras_sep.data import toy

@@ -111,6 +111,7 @@ def test_read_formats(tmp_path, ext):
     assert abs(audio.shape[0] - 22050) < 2000  # mp3 pads with encoder delay
 
 
+@pytest.mark.slow
 def test_tensorflow_io_decoder_matches_soundfile(tmp_path):
     """tensorflow-io's ops load and decode with the pinned TensorFlow (FACTS.md)."""
     pytest.importorskip("tensorflow_io")

@@ -127,6 +127,7 @@ def test_songs_vary_with_the_seed(songs):
     assert max(centroids) > 1.3 * min(centroids), centroids
 
 
+@pytest.mark.slow
 def test_musdb_reads_a_written_tree(tmp_path):
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         pytest.skip("musdb needs ffmpeg and ffprobe on PATH")

@@ -32,6 +32,7 @@ def hq_root(tmp_path_factory):
     return toy.write_musdb_tree(root, train=2, valid=1, test=1, seconds=SECONDS)
 
 
+@pytest.mark.slow
 def test_musdb_loader_reads_the_hq_tree(hq_root):
     train = list(musdb_tracks(hq_root, "train", "train"))
     valid = list(musdb_tracks(hq_root, "train", "valid"))
@@ -55,6 +56,7 @@ def test_musdb_loader_errors(tmp_path, hq_root):
 
 
 # stempeg leaves its ffmpeg pipes for the garbage collector (ResourceWarning, not ours).
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_stems_layout_through_musdb(tmp_path):
     """The .stem.mp4 layout (MUSDB18) goes through musdb/stempeg and ffmpeg."""
@@ -72,6 +74,7 @@ def test_stems_layout_through_musdb(tmp_path):
     assert error < 0.1 * np.mean(stems["vocals"] ** 2)
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_rebuilt(hq_root, tmp_path):
     (track,) = list(musdb_tracks(hq_root, "test"))
     cached, built = cache_track(track, tmp_path, 22050)
@@ -97,6 +100,7 @@ def test_cache_is_reused_and_rebuilt(hq_root, tmp_path):
     assert cache_track(track, tmp_path, 22050)[1] is True
 
 
+@pytest.mark.slow
 def test_cache_survives_processes_building_it_at_once(tmp_path):
     """Workers of a multi-worker run cache the same tracks into one folder at the same time."""
     tracks = list(toy_tracks(2, seed=5, seconds=1.0, sample_rate=22050))
@@ -140,6 +144,7 @@ def test_paper_augmentation_keeps_stems_aligned(sampler):
     np.testing.assert_allclose((targets / factors[:, None, None]), raw, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_tf_data_and_pydataset_yield_identical_batches(sampler):
     tf_batches = list(pipeline.tf_dataset(sampler, 4, start_batch=2, num_batches=3))
     py_batches = pipeline.TrainBatches(sampler, 4, start_batch=2, num_batches=3)
@@ -205,6 +210,7 @@ class KillAfter:
         self.callback = _Kill()
 
 
+@pytest.mark.slow
 def test_training_lowers_validation_loss_and_resumes(tmp_path):
     out = tmp_path / "run"
     cfg = load_config(
@@ -232,6 +238,7 @@ def test_training_lowers_validation_loss_and_resumes(tmp_path):
         train(cfg, out, progress=False)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     script = textwrap.dedent(
         f"""
@@ -283,6 +290,7 @@ print("val_loss", history["val_loss"])
 """
 
 
+@pytest.mark.slow
 def test_multiworker_strategy_trains_two_workers_in_sync(tmp_path):
     """Two train.py workers on localhost: weights stay identical, the chief writes the run."""
     ports = free_ports(2)

@@ -23,6 +23,7 @@ from keras_sep.training.study_report import (
     UNDECIDED,
     step_view,
     verdict,
+    verdict_words,
     write_report,
 )
 
@@ -199,13 +200,19 @@ def test_verdicts():
 
     claim = Claim("b beats a", ("b",), ("a",))
     assert verdict(claim, scores([1.0, 2.0], [1.5, 2.5]), [0, 1])["verdict"] == HELD
-    assert verdict(claim, scores([1.0, 2.0], [2.0, 1.8]), [0, 1])["verdict"] == PARTLY
+    partly = verdict(claim, scores([1.0, 2.0], [2.0, 1.8]), [0, 1])
+    assert partly["verdict"] == PARTLY and "seeds disagree" in verdict_words(partly)
     assert verdict(claim, scores([1.0, 2.0], [0.0, 2.5]), [0, 1])["verdict"] == NOT_HELD
     assert verdict(claim, scores([1.0, 2.0], [math.nan, 3.0]), [0, 1])["verdict"] == UNDECIDED
     # A pair stands for a difference: the gain of b over a beats the gain of a over b.
     pair = Claim("gain", ("b", "a"), ("a", "b"))
     result = verdict(pair, scores([1.0, 1.0], [2.0, 1.5]), [0, 1])
     assert result["verdict"] == HELD and result["gap_per_seed_db"]["sdr_mean"] == {0: 2.0, 1: 1.0}
+    words = verdict_words(result)
+    assert words.startswith(
+        "**held**: gain. Gap in mean SDR +1.50 dB (seed 0: +2.00, seed 1: +1.00)"
+    )
+    assert "The plain SDR (whole tracks) agrees (+1.50 dB)." in words and "disagree:" not in words
 
 
 def test_budget_clock_stops_on_training_seconds_and_resumes(tmp_path, monkeypatch):

@@ -101,6 +101,9 @@ def verdict_words(v: Mapping[str, Any]) -> str:
         gap = v["gap_db"][m]
         agrees = "agrees" if (gap > 0) == sign else "disagrees"
         text += f" The {METRICS[m]} {agrees} ({_signed(gap)} dB)."
+    gaps = list(v["gap_per_seed_db"]["sdr_mean"].values())
+    if any(g > 0 for g in gaps) and not all(g > 0 for g in gaps):
+        text += " The seeds disagree: at this scale the gap is within seed-to-seed noise."
     return text
 
 

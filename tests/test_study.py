@@ -71,6 +71,7 @@ class Kill(keras.callbacks.Callback):
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_study_reports_resumes_and_skips_finished_runs(tmp_path, monkeypatch, capsys):
     spec, out = write_spec(tmp_path), tmp_path / "out"
     real_train, calls = train_module.train, []

@@ -9,9 +9,8 @@ import yaml
 from test_training import SMALL, KillAfter
 
 import keras_sep
-from keras_sep.data.sampler import Augmentation, SegmentSampler
 from keras_sep.training.config import load_config
-from keras_sep.training.train import load_tracks, main, train
+from keras_sep.training.train import load_tracks, main, make_samplers, train
 
 
 class FirstBatchLoss(keras.callbacks.Callback):
@@ -49,11 +48,12 @@ def source_run(tmp_path_factory):
 
 def samplers(cfg):
     """The training and validation samplers train() draws from for ``cfg``."""
-    model_cfg = keras_sep.get_config(cfg.architecture, cfg.preset, **cfg.model)
-    tracks, valid, _ = load_tracks(cfg, model_cfg.sample_rate, model_cfg.sources, progress=False)
-    augmentation = Augmentation.from_names(cfg.augmentations, cfg.gain, cfg.remix_probability)
-    args = dict(sources=model_cfg.sources, segment_length=cfg.segment_length, seed=cfg.seed)
-    return SegmentSampler(tracks, augmentation=augmentation, **args), SegmentSampler(valid, **args)
+    model_cfg = keras_sep.model_config(
+        cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model
+    )
+    tracks = load_tracks(cfg, model_cfg.sample_rate, model_cfg.sources, progress=False)
+    train_sampler, valid_sampler = make_samplers(cfg, model_cfg, *tracks[:2])
+    return train_sampler(), valid_sampler
 
 
 def summed_mse(model, mixture, targets) -> float:

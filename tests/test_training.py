@@ -339,7 +339,7 @@ def test_multiworker_strategy_trains_two_workers_in_sync(tmp_path):
     cfg = load_config("wave_u_net", overrides)
     model = keras_sep.load(out)
     arch = model.arch_config
-    _, valid = load_tracks(cfg, arch.sample_rate, arch.sources, progress=False)
+    _, valid, _ = load_tracks(cfg, arch.sample_rate, arch.sources, progress=False)
     sampler = SegmentSampler(valid, arch.sources, arch.segment_length, seed=cfg.seed)
     losses = []
     for track, offset in sampler.validation_plan(cfg.valid_segments_per_track):

@@ -20,6 +20,11 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 PIPELINES = ("auto", "tfdata", "pydataset")
 PRECISIONS = ("off", "auto", "bfloat16", "float16")
 STRATEGIES = ("default", "mirrored", "multiworker")
+# A data source "stems:PATH" is a folder of song folders (--stems-root PATH).
+STEMS_PREFIX = "stems:"
+# What train.py records about a run in train_config.yaml beside the config's own keys;
+# reading such a file back as --config ignores them.
+RUN_RECORD_KEYS = ("backend", "device", "dtype_policy", "replicas", "started_from", "held_out")
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,8 @@ class TrainConfig:
     model: dict = field(default_factory=dict)
     segment_length: int = 16384
 
-    # Data: "toy" (built-in synthetic songs) and/or MUSDB18 roots (stems or HQ layout).
+    # Data: "toy" (built-in synthetic songs), MUSDB18 roots (stems or HQ layout) and/or
+    # "stems:PATH" folders of song folders.
     data: tuple = ()
     toy_songs: int = 24
     toy_valid_songs: int = 4
@@ -45,6 +51,9 @@ class TrainConfig:
     remix_probability: float = 0.5
     silence_threshold_db: float | None = None  # skip segments with a quieter target
     valid_segments_per_track: int = 8
+    # A root without validation songs (no musdb list match, no setup.yaml) holds out this
+    # fraction of its training songs, at least one (docs/training.md).
+    valid_fraction: float = 0.15
     cache_dir: str | None = None
 
     # Optimisation (paper: Adam 1e-4, batch 16, ~80 epochs; 30 for the ablations).
@@ -55,6 +64,8 @@ class TrainConfig:
     loss_reduction: str = "sum"  # of the per-source MSEs: "sum" or "mean"
     early_stopping_patience: int | None = None
     seed: int = 42
+    # Start from the weights of this model folder, run folder or "bundled" (optimizer fresh).
+    init_from: str | None = None
 
     # Execution.
     pipeline: str = "auto"  # tfdata where TensorFlow is installed, else pydataset
@@ -87,6 +98,8 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}"
                 )
+        if not 0 < self.valid_fraction < 1:
+            raise ConfigError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
         if len(self.gain) != 2:
             raise ConfigError(f"gain must be [min, max], got {list(self.gain)}")
         for name in ("epochs", "batch_size", "segment_length", "valid_segments_per_track"):
@@ -131,7 +144,7 @@ def load_config(
         loaded = yaml.safe_load(resolve_config_path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must be a YAML mapping of config keys")
-        settings.update(loaded)
+        settings.update({k: v for k, v in loaded.items() if k not in RUN_RECORD_KEYS})
     settings.update({k: v for k, v in values.items() if v is not None})
     for text in overrides or []:
         key, value = parse_override(text)

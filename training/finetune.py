@@ -49,7 +49,7 @@ def check_source(name: str, architecture: str, config: BaseConfig) -> dict[str, 
         mismatch = [f"architecture {source_arch} (source) vs {architecture} (config)"]
         # Relative to the paper preset, which `--config <architecture>` gives.
         fix = [f"--config {source_arch}"]
-        fixes = _differences(wanted, keras_sep.get_config(source_arch).to_dict())
+        fixes = _differences(wanted, keras_sep.model_config(source_arch).to_dict())
     else:
         fixes = _differences(wanted, have)
         mismatch = [f"{k} {v} (source) vs {have.get(k)} (config)" for k, v in fixes.items()]

@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 from keras_sep.errors import ConfigError, DataError, KerasSepError  # noqa: E402
 from keras_sep.training.config import (  # noqa: E402
     PRECISIONS,
+    STEMS_PREFIX,
     STRATEGIES,
     TrainConfig,
     load_config,
@@ -68,7 +69,14 @@ def get_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="MUSDB18 or MUSDB18-HQ root (repeat to combine roots)",
+        help="MUSDB18 or MUSDB18-HQ root, or any tree in that layout (repeat to combine roots)",
+    )
+    p.add_argument(
+        "--stems-root",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a folder of song folders, each holding <source>.wav or .flac (repeatable)",
     )
     p.add_argument("--data", choices=["toy"], help="train on the built-in synthetic songs")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
@@ -83,6 +91,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--batch-size", type=int, help="global batch size")
     p.add_argument("--seed", type=int, help="random seed (data sampling and initialisation)")
+    p.add_argument(
+        "--init-from",
+        metavar="FOLDER",
+        help="start from the weights of a run or model folder ('bundled': the bundled model); "
+        "its architecture and config must match; the optimizer starts fresh",
+    )
     p.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -134,7 +148,8 @@ def have_tensorflow() -> bool:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    data = [*(["toy"] if args.data else []), *args.musdb_root]
+    stems = [STEMS_PREFIX + root for root in args.stems_root]
+    data = [*(["toy"] if args.data else []), *args.musdb_root, *stems]
     jit = {"true": True, "false": False}.get(args.jit_compile, args.jit_compile)
     return load_config(
         args.config,
@@ -143,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
+        init_from=args.init_from,
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
         jit_compile=jit,
@@ -151,15 +167,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], progress: bool):
-    """Cached (train, valid) tracks from every data source of the config."""
+    """Cached (train, valid) tracks from every data source, and the songs held out per root.
+
+    A root without validation songs (no musdb validation-list match, no setup.yaml; a
+    folder of stems always) gives a deterministic ``valid_fraction`` of its songs.
+    """
     from keras_sep.data.cache import cache_tracks, default_cache_dir
     from keras_sep.data.toy import TRAIN_SEED, VALID_SEED
-    from keras_sep.data.tracks import musdb_tracks, toy_tracks
+    from keras_sep.data.tracks import hold_out, musdb_tracks, stems_tracks, toy_tracks
 
     if not cfg.data:
-        raise DataError("no training data: pass --musdb-root PATH or --data toy")
+        raise DataError("no training data: pass --musdb-root PATH, --stems-root PATH or --data toy")
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    train, valid = [], []
+    train, valid, held_out = [], [], {}
     for source in cfg.data:
         if source == "toy":
             train += toy_tracks(
@@ -172,17 +192,66 @@ def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], pr
                 sample_rate=sample_rate,
             )
             continue
-        train += musdb_tracks(source, "train", "train", sources)
-        try:
-            valid += musdb_tracks(source, "train", "valid", sources)
-        except DataError:
-            print(f"note: {source} has no validation tracks (musdb split 'valid')", file=sys.stderr)
-    if not valid:
-        raise DataError("no validation tracks in any data source; add --data toy or a MUSDB root")
+        if source.startswith(STEMS_PREFIX):
+            root = source[len(STEMS_PREFIX) :]
+            songs, root_valid = stems_tracks(root, sources), []
+        else:
+            root = source
+            songs = list(musdb_tracks(root, "train", "train", sources))
+            try:
+                root_valid = list(musdb_tracks(root, "train", "valid", sources))
+            except DataError:
+                root_valid = []
+        if not root_valid:
+            names = hold_out([t.name for t in songs], cfg.valid_fraction)
+            print(
+                f"note: {root} has no validation songs; holding out {len(names)} of "
+                f"{len(songs)} songs (valid_fraction {cfg.valid_fraction}): {', '.join(names)}",
+                file=sys.stderr,
+            )
+            held_out[root] = names
+            root_valid = [t for t in songs if t.name in names]
+            songs = [t for t in songs if t.name not in names]
+        train += songs
+        valid += root_valid
     return (
         cache_tracks(train, cache, sample_rate, progress),
         cache_tracks(valid, cache, sample_rate, progress),
+        held_out,
     )
+
+
+def make_samplers(cfg: TrainConfig, model_cfg, train_tracks: list, valid_tracks: list):
+    """What ``fit`` draws from: (a training sampler for a shard, the validation sampler)."""
+    from keras_sep.data.sampler import Augmentation, SegmentSampler
+
+    augmentation = Augmentation.from_names(
+        cfg.augmentations,
+        cfg.gain,
+        cfg.remix_probability,
+        probability=cfg.effect_probability,
+        context=round(cfg.production_context * model_cfg.sample_rate),
+        loudness_db=cfg.loudness_db,
+    )
+    sampler_args = dict(
+        sources=model_cfg.sources, segment_length=model_cfg.segment_length, seed=cfg.seed
+    )
+
+    def train_sampler(shard: tuple[int, int] = (0, 1)) -> SegmentSampler:
+        return SegmentSampler(
+            train_tracks,
+            augmentation=augmentation,
+            silence_threshold_db=cfg.silence_threshold_db,
+            shard=shard,
+            **sampler_args,
+        )
+
+    # Validation hears production too (one fixed draw per segment), so the best epoch is
+    # the one that separates produced music best.
+    valid_sampler = SegmentSampler(
+        valid_tracks, augmentation=Augmentation(production=augmentation.production), **sampler_args
+    )
+    return train_sampler, valid_sampler
 
 
 def resume_epoch(out: Path) -> int:
@@ -234,10 +303,11 @@ def train(
     """
     import keras
 
-    from keras_sep.data.sampler import Augmentation, SegmentSampler
     from keras_sep.models import SeparationModel, model_config
     from keras_sep.training import pipeline
     from keras_sep.training.callbacks import SaveBest, plot_history
+    from keras_sep.training.device import cpu_cost_note, training_device
+    from keras_sep.training.finetune import check_source, load_source_weights
 
     strategy = make_strategy(cfg.strategy)  # first: it configures TensorFlow's runtime
     multiworker = is_multiworker(strategy)
@@ -253,7 +323,17 @@ def train(
     model_cfg = model_config(
         cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model
     )
+    # Checked before the data is cached, so a mismatch fails at once.
+    started_from = None
+    if cfg.init_from:
+        started_from = check_source(cfg.init_from, cfg.architecture, model_cfg)
     backend = keras.backend.backend()
+    device = training_device(backend)
+    if progress:
+        print(f"training on {backend}, device: {device}", file=sys.stderr)
+        note = cpu_cost_note(cfg.architecture, cfg.preset, backend) if device == "CPU" else None
+        if note:
+            print(note, file=sys.stderr)
     pipeline_name = cfg.pipeline
     if pipeline_name == "auto":
         pipeline_name = "tfdata" if have_tensorflow() else "pydataset"
@@ -268,36 +348,11 @@ def train(
     policy = choose_precision(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy or "float32")
 
-    train_tracks, valid_tracks = load_tracks(
+    train_tracks, valid_tracks, held_out = load_tracks(
         cfg, model_cfg.sample_rate, model_cfg.sources, progress
     )
-    augmentation = Augmentation.from_names(
-        cfg.augmentations,
-        cfg.gain,
-        cfg.remix_probability,
-        probability=cfg.effect_probability,
-        context=round(cfg.production_context * model_cfg.sample_rate),
-        loudness_db=cfg.loudness_db,
-    )
-    sampler_args = dict(
-        sources=model_cfg.sources, segment_length=model_cfg.segment_length, seed=cfg.seed
-    )
-
-    def train_sampler(shard: tuple[int, int] = (0, 1)) -> SegmentSampler:
-        return SegmentSampler(
-            train_tracks,
-            augmentation=augmentation,
-            silence_threshold_db=cfg.silence_threshold_db,
-            shard=shard,
-            **sampler_args,
-        )
-
+    train_sampler, valid_sampler = make_samplers(cfg, model_cfg, train_tracks, valid_tracks)
     sampler = train_sampler()
-    # Validation hears production too (one fixed draw per segment), so the best epoch is
-    # the one that separates produced music best.
-    valid_sampler = SegmentSampler(
-        valid_tracks, augmentation=Augmentation(production=augmentation.production), **sampler_args
-    )
     steps = cfg.steps_per_epoch or sampler.steps_per_epoch(cfg.batch_size)
     remaining = (cfg.epochs - start_epoch) * steps
     if pipeline_name == "pydataset":
@@ -329,6 +384,10 @@ def train(
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
         model = SeparationModel(cfg.architecture, model_cfg)
+        # A resumed run's weights come from its backup (BackupAndRestore), not the source.
+        if started_from and start_epoch == 0:
+            load_source_weights(model, cfg.init_from)
+            print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
         weight = 1.0 if cfg.loss_reduction == "sum" else 1.0 / len(model_cfg.sources)
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.learning_rate),
@@ -342,10 +401,13 @@ def train(
     resolved = {
         **cfg.to_dict(),
         "backend": backend,
+        "device": device,
         "pipeline": pipeline_name,
         "dtype_policy": policy or "float32",
         "steps_per_epoch": steps,
         "replicas": strategy.num_replicas_in_sync if strategy else 1,
+        **({"started_from": started_from} if started_from else {}),
+        **({"held_out": held_out} if held_out else {}),
     }
     (out / "train_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     run_callbacks = [

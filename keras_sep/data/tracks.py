@@ -1,4 +1,5 @@
-"""Multitrack songs as ``Track`` objects: MUSDB18 through ``musdb``, or the built-in toy songs.
+"""Multitrack songs as ``Track`` objects: MUSDB18 through ``musdb``, a plain folder of stems,
+or the built-in toy songs.
 
 Evaluation reads tracks at their own rate (MUSDB: 44.1 kHz); training goes through the
 resampled on-disk cache in ``keras_sep.data.cache``.
@@ -6,6 +7,7 @@ resampled on-disk cache in ``keras_sep.data.cache``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -20,6 +22,8 @@ SUBSETS = ("train", "test")
 SPLITS = ("train", "valid")
 # A generated MUSDB18-layout tree lists its validation songs here (musdb's setup format).
 SETUP_FILE = "setup.yaml"
+# Stem files of a plain song folder: <source>.wav or <source>.flac.
+STEM_EXTENSIONS = (".wav", ".flac")
 
 
 class LazySources(Mapping):
@@ -60,6 +64,12 @@ class Track:
     @property
     def length(self) -> int:
         return next(iter(self.sources.values())).shape[0]
+
+
+def file_stamp(path: Path) -> str:
+    """Size and modification time of a file: a cached copy of it is stale when they change."""
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def import_musdb():
@@ -120,8 +130,7 @@ def musdb_tracks(
         raise DataError(f"{root} has no stems {unknown}; it has {sorted(db.setup['sources'])}")
     for track in db.tracks[:limit]:
         path = Path(track.path)
-        stat = path.stat() if path.exists() else None
-        stamp = f"{stat.st_size}-{stat.st_mtime_ns}" if stat else ""
+        stamp = file_stamp(path) if path.exists() else ""
         stems = LazySources(lambda t=track: _decode(t, names))
         yield Track(track.name, int(track.rate), stems, {"path": str(path), "stamp": stamp})
 
@@ -141,3 +150,69 @@ def toy_tracks(
         stems = LazySources(lambda s=song_seed: toy.generate_song(s, seconds, sample_rate))
         origin = {"path": f"toy:{song_seed}", "stamp": f"{seconds}s-{sample_rate}Hz"}
         yield Track(f"{toy.song_name(i)} (seed {seed})", sample_rate, stems, origin)
+
+
+def stems_tracks(
+    root: str | os.PathLike, sources: tuple[str, ...], channels: int = 2
+) -> list[Track]:
+    """The songs of a plain folder, ``root/<song>/<source>.wav|flac``, one track per song.
+
+    A ``mixture`` file, if a song has one, is not read: a track's mixture is the sum of
+    its stems. Stems of one song must share a sample rate; shorter ones are padded with
+    silence to the longest, mono ones duplicated to ``channels``. Nothing is decoded
+    until a stem is accessed.
+    """
+    import soundfile as sf
+
+    root = Path(root)
+    layout = f"a folder of song folders, each holding <source>.wav or .flac for {list(sources)}"
+    if not root.is_dir():
+        raise DataError(f"stems root {root} does not exist; pass {layout}")
+    songs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not songs:
+        raise DataError(f"{root} holds no song folders; pass {layout}")
+    tracks = []
+    for song in songs:
+        files = {}
+        for source in sources:
+            found = [f for ext in STEM_EXTENSIONS if (f := song / f"{source}{ext}").is_file()]
+            if found:
+                files[source] = found[0]
+        missing = [s for s in sources if s not in files]
+        if missing:
+            hint = " (a MUSDB18 tree? use --musdb-root)" if song.name in SUBSETS else ""
+            raise DataError(f"{song} has no stem file for {missing}{hint}; {root} must be {layout}")
+        try:
+            rates = {sf.info(str(f)).samplerate for f in files.values()}
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise DataError(f"{song}: a stem is not readable audio ({e})") from None
+        if len(rates) > 1:
+            raise DataError(f"{song}: stems have different sample rates {sorted(rates)}")
+        stamp = ";".join(f"{f.name}:{file_stamp(f)}" for f in files.values())
+        stems = LazySources(lambda f=files: _read_stems(f, channels))
+        tracks.append(Track(song.name, rates.pop(), stems, {"path": str(song), "stamp": stamp}))
+    return tracks
+
+
+def _read_stems(files: dict[str, Path], channels: int) -> dict[str, np.ndarray]:
+    from keras_sep.audio import fit_length, match_channels, read_audio
+
+    stems = {s: match_channels(read_audio(f)[0], channels, str(f)) for s, f in files.items()}
+    length = max(stem.shape[0] for stem in stems.values())
+    return {s: fit_length(stem, length) for s, stem in stems.items()}
+
+
+def hold_out(names: list[str], fraction: float) -> list[str]:
+    """A deterministic ``fraction`` of ``names`` (at least one, never all) for validation.
+
+    The choice depends only on the names (a hash of each), not on their order or a seed,
+    so adding songs to a folder leaves most of the earlier choice in place.
+    """
+    if len(names) < 2:
+        raise DataError(
+            f"holding out validation songs needs at least 2 songs, got {len(names)}; "
+            "add songs, or a validation source (--data toy, or a MUSDB root with a validation list)"
+        )
+    count = min(len(names) - 1, max(1, round(fraction * len(names))))
+    ranked = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+    return sorted(ranked[:count])

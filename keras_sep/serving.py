@@ -12,8 +12,7 @@ The client speaks TF Serving's REST API with the standard library only (no Tenso
     python -m keras_sep.serving song.wav --manifest artifacts/manifest.json \\
         --url http://localhost:8501 --model-name keras_sep -o separated/
 
-gRPC is not offered: ``tensorflow-serving-api`` requires the ``tensorflow`` package,
-which would be installed beside our pinned ``tensorflow-cpu`` (see docs/export.md).
+gRPC is not offered: REST needs no ``tensorflow-serving-api`` (see docs/export.md).
 """
 
 from __future__ import annotations

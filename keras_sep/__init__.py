@@ -9,9 +9,11 @@ stems = keras_sep.separate(model, mixture)   # mixture: (time, channels) at mode
 import os
 from pathlib import Path
 
-# TensorFlow prints INFO lines on import (CPU feature guard...) that would precede every
-# keras-sep command; hide INFO only, unless the user has chosen a level.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# TensorFlow's C++ log would precede every keras-sep command: INFO lines (CPU feature
+# guard), and from the CUDA build of TF 2.17 three spurious "Unable to register cuDNN /
+# cuFFT / cuBLAS factory" ERROR lines and a TensorRT warning, GPU or not. Hide it unless
+# the user has chosen a level; failures still raise, and train.py names its device.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # The bundled demo model folder (trained on synthetic songs, not on real music).
 DEFAULT_MODEL = str(Path(__file__).parent / "pretrained" / "demo")

@@ -329,7 +329,7 @@ def train(
         started_from = check_source(cfg.init_from, cfg.architecture, model_cfg)
     backend = keras.backend.backend()
     device = training_device(backend)
-    if progress:
+    if worker.is_chief:
         print(f"training on {backend}, device: {device}", file=sys.stderr)
         note = cpu_cost_note(cfg.architecture, cfg.preset, backend) if device == "CPU" else None
         if note:

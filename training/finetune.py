@@ -14,7 +14,7 @@ from typing import Any
 import keras_sep
 from keras_sep.config import BaseConfig
 from keras_sep.errors import ConfigError
-from keras_sep.folder import RUNTIME_FIELDS, WEIGHTS_FILE, read_config, read_info
+from keras_sep.folder import RUNTIME_FIELDS, read_config, read_info
 
 BUNDLED = "bundled"
 
@@ -70,5 +70,8 @@ def check_source(name: str, architecture: str, config: BaseConfig) -> dict[str, 
 
 
 def load_source_weights(model, name: str) -> None:
-    """Set ``model``'s weights from ``--init-from name`` (checked by ``check_source``)."""
-    model.load_weights(source_folder(name) / WEIGHTS_FILE)
+    """Set ``model``'s weights from ``--init-from name`` (checked by ``check_source``).
+
+    Loading goes through ``keras_sep.load``, so a damaged weights file is a one-line error.
+    """
+    model.set_weights(keras_sep.load(source_folder(name)).get_weights())

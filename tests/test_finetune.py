@@ -12,6 +12,9 @@ import keras_sep
 from keras_sep.training.config import load_config
 from keras_sep.training.train import load_tracks, main, make_samplers, train
 
+# Every test here trains.
+pytestmark = pytest.mark.slow
+
 
 class FirstBatchLoss(keras.callbacks.Callback):
     """Records the loss fit reports for each epoch's first batch (before its update)."""

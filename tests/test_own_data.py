@@ -36,6 +36,7 @@ def test_hold_out_is_deterministic_and_keeps_songs_for_training():
         hold_out(names[:1], 0.15)
 
 
+@pytest.mark.slow
 def test_a_tree_without_a_validation_list_trains(tmp_path, capsys):
     """The done-when of issue 16: a MUSDB18-HQ-layout tree with only train/ songs."""
     root = toy.write_musdb_tree(tmp_path / "tree", train=3, valid=0, test=0, seconds=3.0)
@@ -90,6 +91,7 @@ def test_stem_folders_read_as_tracks(tmp_path):
         stems_tracks(tmp_path / "missing", keras_sep.SOURCES)
 
 
+@pytest.mark.slow
 def test_a_folder_of_stems_trains(tmp_path, capsys):
     root = tmp_path / "my songs"
     for i in range(3):

@@ -172,6 +172,21 @@ def test_spec_errors_name_what_to_fix(tmp_path, capsys):
     assert cli.main(["study", str(spec), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: study two (scale paper): budget steps") and "\n" not in err
+    spec = write_spec(tmp_path)
+    assert (
+        cli.main(
+            [
+                "study",
+                str(spec),
+                "--musdb-root",
+                str(tmp_path / "nope"),
+                "-o",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

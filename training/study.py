@@ -532,6 +532,10 @@ def run(args: argparse.Namespace) -> int:
         budget = Budget.parse({kind: getattr(args, kind)}, "--" + kind)
     else:
         budget = None
+    if args.musdb_root:
+        from keras_sep.data.tracks import detect_layout
+
+        detect_layout(args.musdb_root)  # a missing root fails before anything is written
     data = (str(args.musdb_root),) if args.musdb_root else ("toy",)
     studies = [
         load_study(

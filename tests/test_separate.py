@@ -255,9 +255,9 @@ def test_streaming_to_files_equals_separating_in_memory(tmp_path, scaler, rate, 
     scaler.arch_config = WaveUNetConfig.preset(
         "tiny", segment_length=SEGMENT, sources=("v", "b", "d", "o")
     )
-    in_memory = separate_file(scaler, tmp_path / "song.wav", batch_size=2).stems
+    in_memory = separate_file(scaler, tmp_path / "song.wav", batch_size=8).stems
     written = separate_to_folder(
-        scaler, tmp_path / "song.wav", tmp_path / "out", fmt="wav", bit_depth="float", batch_size=2
+        scaler, tmp_path / "song.wav", tmp_path / "out", fmt="wav", bit_depth="float", batch_size=8
     )
     assert written.files == {s: tmp_path / "out" / f"{s}.wav" for s in "vbdo"}
     for source, stem in in_memory.items():

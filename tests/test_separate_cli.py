@@ -91,6 +91,7 @@ def test_unknown_and_clashing_stem_options(tmp_path, capsys, model_folder):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_folder_with_a_bad_file_in_the_middle(tmp_path, capsys, model_folder):
     album = tmp_path / "album"
     song(album / "1 first.wav", seed=1)
@@ -123,6 +124,7 @@ def test_folder_with_a_bad_file_in_the_middle(tmp_path, capsys, model_folder):
     assert sorted(p.name for p in (out / "album" / "disc 2" / "4 fourth").iterdir()) == stems
 
 
+@pytest.mark.slow
 def test_skip_existing_does_no_work_the_second_time(tmp_path, capsys, model_folder):
     inputs = [song(tmp_path / "in" / f"{name}.wav", seconds=1.0) for name in ("a", "b")]
     out = tmp_path / "out"
@@ -252,6 +254,7 @@ def test_a_killed_runs_staging_folder_is_cleaned_by_the_next_run(tmp_path, capsy
     assert code == 0 and sorted(p.name for p in out.iterdir()) == ["a"]
 
 
+@pytest.mark.slow
 def test_output_inside_an_input_folder_is_not_separated_again(
     tmp_path, capsys, model_folder, monkeypatch
 ):

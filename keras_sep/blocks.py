@@ -99,9 +99,10 @@ def source_head(features, mixture, cfg: BaseConfig) -> dict:
 
     With ``cfg.output == "difference"`` the last source is the mixture minus the
     sum of the others (energy conservation), so the outputs always sum to the input.
-    Outputs stay float32 under mixed precision.
+    The head, from its input on, stays float32 under mixed precision: the mixture joins
+    it unrounded and the difference is exact.
     """
-    x = keras.layers.Concatenate(name="head_input")([features, mixture])
+    x = keras.layers.Concatenate(name="head_input", dtype="float32")([features, mixture])
     outputs = {
         source: conv_layer(
             cfg.channels, 1, 1, source, cfg.conv_impl, activation="tanh", dtype="float32"

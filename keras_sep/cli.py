@@ -17,6 +17,7 @@ from pathlib import Path
 
 from keras_sep.audio import WRITE_FORMATS, sound_format
 from keras_sep.errors import AudioWarning, KerasSepError
+from keras_sep.precision import add_argument as add_precision_argument
 from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP
 
 BUNDLED_NOTE = (
@@ -119,6 +120,7 @@ def _add_separate(sub) -> None:
         default=DEFAULT_BATCH_SIZE,
         help="segments per batch, at least 1 (default: %(default)s)",
     )
+    add_precision_argument(p)
     p.set_defaults(run=_run_separate)
 
 
@@ -191,7 +193,7 @@ def _run_separate(args) -> int:
         )
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
-    model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL)
+    model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL, precision=args.precision)
     wanted = wanted_stems(model.sources, args.stems, args.two_stems)
     names = stem_names(wanted, args.two_stems)
     segment = round(args.segment * model.sample_rate) if args.segment else None
@@ -397,6 +399,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="segments per model call"
     )
+    add_precision_argument(p)
     p.set_defaults(run=_run_evaluate)
 
 
@@ -433,7 +436,7 @@ def _run_evaluate(args) -> int:
     if not args.musdb_root and args.data != "toy":
         raise DataError("choose the data: --musdb-root PATH (MUSDB18) or --data toy")
     tracks, data, subset = select_tracks(args.musdb_root, args.subset, args.split, args.tracks)
-    models, described = load_models(model_arguments(args.model))
+    models, described = load_models(model_arguments(args.model), args.precision)
     results = evaluate(
         models,
         tracks,

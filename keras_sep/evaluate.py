@@ -344,23 +344,29 @@ def _stamp(folder: Path) -> str:
     return ":".join(parts)
 
 
-def load_models(folders: Mapping[str, Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_models(
+    folders: Mapping[str, Path], precision: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load model folders by display name; returns the models and their provenance.
 
     Every folder is checked before any is loaded, so a typo in the last one fails fast.
     A resumed run compares each model's ``stamp`` (file sizes and times) with its own.
+    ``precision`` goes to ``keras_sep.load``.
     """
     import keras_sep
     from keras_sep.folder import read_info
 
     infos = {name: read_info(folder) for name, folder in folders.items()}
-    models = {name: keras_sep.load(folder) for name, folder in folders.items()}
+    models = {
+        name: keras_sep.load(folder, precision=precision) for name, folder in folders.items()
+    }
     provenance = {
         name: {
             "folder": str(Path(folder).resolve()),
             "stamp": _stamp(Path(folder)),
+            "precision": models[name].precision,
             "description": f"{infos[name].get('architecture')} at {folder}, "
-            f"{models[name].arch_config.sample_rate} Hz",
+            f"{models[name].arch_config.sample_rate} Hz, {models[name].precision}",
         }
         for name, folder in folders.items()
     }

@@ -102,28 +102,35 @@ def read_config(folder: str | os.PathLike) -> tuple[str, Any]:
         ) from None
 
 
-def load(folder: str | os.PathLike, **overrides: Any):
+def load(folder: str | os.PathLike, precision: str | None = None, **overrides: Any):
     """Load a model folder (or a ``.keras`` file) as a ``SeparationModel``.
 
-    ``overrides`` may change fields that do not affect the weights
-    (``conv_impl``, ``segment_length``), e.g. ``load(folder, conv_impl="native")``.
+    ``precision`` ("auto", "float32", "bfloat16"; see ``keras_sep.precision``) sets the
+    compute precision; the float32 weights load as they are. None: float32 for a folder,
+    the saved precision for a ``.keras`` file. ``overrides`` may change fields that do not
+    affect the weights (``conv_impl``, ``segment_length``), e.g.
+    ``load(folder, conv_impl="native")``.
     """
     from keras_sep.errors import KerasSepError
     from keras_sep.models import SeparationModel
+    from keras_sep.precision import convert, resolve
 
     path = Path(folder)
     if path.suffix == ".keras" and path.is_file() and not overrides:
         import keras
 
-        return keras.models.load_model(path)
+        return convert(keras.models.load_model(path), precision)
     bad = sorted(set(overrides) - set(RUNTIME_FIELDS))
     if bad:
         raise ModelFolderError(
             f"cannot override {bad} when loading; allowed: {list(RUNTIME_FIELDS)}"
         )
     info = read_info(path)
+    chosen = resolve(precision or "float32")
     try:
-        model = SeparationModel(info["architecture"], {**info["config"], **overrides})
+        model = SeparationModel(
+            info["architecture"], {**info["config"], **overrides}, precision=chosen
+        )
     except KerasSepError as e:
         raise ModelFolderError(
             f"{path / CONFIG_FILE} does not describe a valid model: {e}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import keras
 from keras_sep import blocks
 from keras_sep.config import Architecture, BaseConfig, DilatedConfig, WaveUNetConfig
 from keras_sep.errors import ConfigError
+from keras_sep.precision import policy_scope
 
 
 def wave_u_net(mixture, cfg: WaveUNetConfig):
@@ -119,18 +121,30 @@ class SeparationModel(keras.Model):
     """A functional model mapping ``mixture`` (batch, time, channels) to one output per source.
 
     Built from an architecture name and its config, which ``model_config`` returns, so
-    saving and loading need nothing else.
+    saving and loading need nothing else. ``precision`` ("float32" or "bfloat16", see
+    ``keras_sep.precision``) sets the body's compute dtype; None follows Keras's global
+    dtype policy, as the trainer's mixed precision does. The weights are float32 either way.
     """
 
-    def __init__(self, architecture: str, config: BaseConfig | dict, **kwargs):
+    def __init__(
+        self,
+        architecture: str,
+        config: BaseConfig | dict,
+        precision: str | None = None,
+        **kwargs,
+    ):
         arch, body = _lookup(architecture)
         cfg = config if isinstance(config, BaseConfig) else arch.config_class.from_dict(config)
-        mixture = keras.Input(shape=(None, cfg.channels), name="mixture")
-        outputs = blocks.source_head(body(mixture, cfg), mixture, cfg)
+        scope = policy_scope(precision) if precision else contextlib.nullcontext()
+        with scope:
+            mixture = keras.Input(shape=(None, cfg.channels), name="mixture")
+            outputs = blocks.source_head(body(mixture, cfg), mixture, cfg)
+            precision = keras.config.dtype_policy().compute_dtype
         kwargs.setdefault("name", architecture)
         super().__init__(inputs=mixture, outputs=outputs, **kwargs)
         self.architecture = architecture
         self.arch_config = cfg
+        self.precision = precision
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -154,6 +168,7 @@ class SeparationModel(keras.Model):
             "trainable": self.trainable,
             "architecture": self.architecture,
             "config": self.arch_config.to_dict(),
+            "precision": self.precision,
         }
 
     @classmethod

@@ -34,6 +34,7 @@ from keras_sep.audio import (
 )
 from keras_sep.config import BaseConfig
 from keras_sep.errors import AudioWarning
+from keras_sep.precision import convert
 
 # 1024 samples (46 ms) of crossfade per 16384-sample segment: overlap costs 1/(1-0.0625),
 # 7% more model time (0.25 would cost 33%).
@@ -92,13 +93,18 @@ def overlap_add(
     overlap: float = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress = False,
+    precision: str | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """The overlap-add itself: yield consecutive blocks of every source covering ``total``.
 
     ``read(start, stop)`` returns the mixture's samples [start, stop) at the model's rate
     (fewer at the end); starts only increase, so it can be a stream. A block is yielded
     as soon as no later segment overlaps it, so memory holds one batch and its outputs.
+    ``precision`` ("auto", "float32", "bfloat16") runs a Keras model at that precision (a
+    converted copy: load the model with ``precision=`` to convert it once); None runs it
+    as it is. The overlap-add itself is float32 either way.
     """
+    model = convert(model, precision)
     cfg = model.arch_config
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -178,6 +184,7 @@ def separate(
     overlap: float = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress = False,
+    precision: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Separate ``mixture`` (time, channels) float32 at the model's sample rate.
 
@@ -187,7 +194,7 @@ def separate(
     flat-top weights normalised to sum to one, so a model returning its input
     reconstructs the input exactly. Segments of digital silence are not run and give
     silence. ``progress`` shows a progress bar (a string labels it) or, if callable,
-    is called with (batches done, batches in all).
+    is called with (batches done, batches in all). ``precision``: see ``overlap_add``.
     Returns one (time, channels) float32 array per source, in the model's source order.
     """
     cfg = model.arch_config
@@ -202,6 +209,7 @@ def separate(
         overlap=overlap,
         batch_size=batch_size,
         progress=progress,
+        precision=precision,
     )
     return _collect(blocks, len(mixture))
 
@@ -317,7 +325,11 @@ def separate_file(
 def separate_waveform(
     model: Predictor, audio: np.ndarray, rate: int, name: str = "audio", **kwargs: Any
 ) -> Separation:
-    """``separate`` for (time, channels) audio at any rate and channel count the model takes."""
+    """``separate`` for (time, channels) audio at any rate and channel count the model takes.
+
+    ``kwargs`` (``segment``, ``overlap``, ``batch_size``, ``progress``, ``precision``) go to
+    ``overlap_add``.
+    """
     audio = check_audio(audio, rate, name)
     reader = AudioReader.from_array(audio, rate, name)
     stems = _collect(separate_stream(model, reader, **kwargs), len(audio))

@@ -268,25 +268,11 @@ def choose_precision(setting: str) -> str | None:
         return None
     if setting in ("bfloat16", "float16"):
         return f"mixed_{setting}"
-    import keras
+    from keras_sep.precision import accelerator
 
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        fp16 = torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
-    elif backend == "jax":
-        import jax
-
-        # TPUs and Ampere-or-newer GPUs compute bfloat16 natively; older GPUs need float16.
-        device = jax.devices()[0]
-        fp16 = device.platform == "gpu" and float(getattr(device, "compute_capability", 8)) < 8
-    else:
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
-        fp16 = bool(gpus) and details.get("compute_capability", (8, 0))[0] < 8
+    # CPUs, TPUs and Ampere-or-newer GPUs compute bfloat16; older GPUs need float16.
+    gpu = accelerator()
+    fp16 = gpu is not None and not gpu.native_bf16
     return "mixed_float16" if fp16 else "mixed_bfloat16"
 
 

@@ -127,6 +127,12 @@ def _check_provenance(out_dir: Path, provenance: dict[str, Any], resume: bool) -
                 f"cannot resume {out_dir}: model {name!r} changed since it was scored "
                 f"({info.get('folder')}); write to another report folder (-o)"
             )
+        was, now = (m.get("precision", "float32") for m in (before or info, info))
+        if was != now:
+            raise DataError(
+                f"cannot resume {out_dir}: model {name!r} was scored in {was}, this run uses "
+                f"{now}; pass --precision {was} or write to another report folder (-o)"
+            )
 
 
 def _load_scores(path: Path) -> TrackScores | None:
@@ -357,9 +363,7 @@ def load_models(
     from keras_sep.folder import read_info
 
     infos = {name: read_info(folder) for name, folder in folders.items()}
-    models = {
-        name: keras_sep.load(folder, precision=precision) for name, folder in folders.items()
-    }
+    models = {name: keras_sep.load(folder, precision=precision) for name, folder in folders.items()}
     provenance = {
         name: {
             "folder": str(Path(folder).resolve()),

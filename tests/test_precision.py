@@ -178,3 +178,7 @@ def test_evaluate_records_the_precision(folder, tmp_path, capsys):
     assert main([*args, "-o", str(out), "--precision", "bfloat16"]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["models"]["m"]["precision"] == "bfloat16"
+    capsys.readouterr()
+    # Resuming in another precision would mix the two in one table.
+    assert main([*args, "-o", str(out), "--resume", "--precision", "float32"]) == 2
+    assert "was scored in bfloat16" in capsys.readouterr().err

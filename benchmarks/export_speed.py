@@ -2,6 +2,11 @@
 
     python benchmarks/export_speed.py                              # the three tiny models
     python benchmarks/export_speed.py --arch wave_u_net --preset paper
+    python benchmarks/export_speed.py --arch dilated_dense --formats onnx --quantized
+
+Keras runs in float32 and, where the backend can, in bfloat16 (keras_sep/precision.py).
+``--quantized`` adds TFLite dynamic / float16 and the ONNX model after ONNX Runtime's
+``quantize_dynamic`` (int8 weights, activations quantized on the fly).
 
 Each model (random weights: speed does not depend on them) is saved, exported with
 ``keras_sep.export.export_folder`` and run on one built-in toy song of ``--seconds``
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +30,13 @@ import numpy as np  # noqa: E402
 RUNTIMES = ("keras", "saved_model", "tflite", "onnx")
 LABELS = {
     "keras": "Keras",
+    "keras_bf16": "Keras bfloat16",
     "saved_model": "SavedModel",
     "tflite": "TFLite",
     "tflite_dynamic": "TFLite dynamic",
     "tflite_float16": "TFLite float16",
     "onnx": "ONNX Runtime",
+    "onnx_int8": "ONNX Runtime int8",
 }
 
 
@@ -52,11 +58,19 @@ def time_separation(predictor, mixture: np.ndarray, batch_size: int) -> tuple[fl
     return time.perf_counter() - start, stems
 
 
-def bench(arch: str, preset: str, seconds: float, batch_size: int, quantized: bool) -> dict:
+def bench(
+    arch: str,
+    preset: str,
+    seconds: float,
+    batch_size: int,
+    quantized: bool,
+    formats: tuple[str, ...] = RUNTIMES[1:],
+) -> dict:
     import keras_sep
     from keras_sep.export import export_folder, load_artifact
     from keras_sep.export.checks import max_abs_error
     from keras_sep.export.tflite import TFLiteRunner, convert_tflite
+    from keras_sep.precision import backend_bf16_error
     from keras_sep.serving import read_manifest
 
     model = keras_sep.build(arch, preset=preset)
@@ -65,11 +79,21 @@ def bench(arch: str, preset: str, seconds: float, batch_size: int, quantized: bo
     with tempfile.TemporaryDirectory() as tmp:
         folder = keras_sep.save(model, Path(tmp) / "model")
         start = time.perf_counter()
-        export_folder(folder, Path(tmp) / "export")
+        export_folder(folder, Path(tmp) / "export", formats=formats)
         row["export_s"] = time.perf_counter() - start
         predictors = {"keras": keras_sep.load(folder)}
-        predictors.update({fmt: load_artifact(Path(tmp) / "export", fmt) for fmt in RUNTIMES[1:]})
-        for mode in ("dynamic", "float16") if quantized else ():
+        if backend_bf16_error() is None:
+            predictors["keras_bf16"] = keras_sep.load(folder, precision="bfloat16")
+        predictors.update({fmt: load_artifact(Path(tmp) / "export", fmt) for fmt in formats})
+        if quantized and "onnx" in formats:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            from keras_sep.export.onnx_model import OnnxRunner
+
+            path = Path(tmp) / "model.int8.onnx"
+            quantize_dynamic(Path(tmp) / "export" / "model.onnx", path, weight_type=QuantType.QInt8)
+            predictors["onnx_int8"] = OnnxRunner(path, read_manifest(Path(tmp) / "export"))
+        for mode in ("dynamic", "float16") if quantized and "saved_model" in formats else ():
             saved_model = Path(tmp) / "export" / "saved_model" / "1"
             path = convert_tflite(saved_model, Path(tmp) / f"{mode}.tflite", mode)
             manifest = read_manifest(Path(tmp) / "export")
@@ -102,14 +126,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--quantized", action="store_true", help="also time TFLite dynamic")
+    parser.add_argument(
+        "--quantized",
+        action="store_true",
+        help="also time TFLite dynamic / float16 and ONNX Runtime after quantize_dynamic (int8)",
+    )
+    parser.add_argument(
+        "--formats", nargs="+", choices=RUNTIMES[1:], default=RUNTIMES[1:], help="default: all"
+    )
     args = parser.parse_args(argv)
+    from keras_sep.precision import BF16_CPU_FLAGS, cpu_flags, cpu_name
 
-    rows = [bench(a, args.preset, args.seconds, args.batch_size, args.quantized) for a in args.arch]
+    rows = [
+        bench(a, args.preset, args.seconds, args.batch_size, args.quantized, tuple(args.formats))
+        for a in args.arch
+    ]
     names = [n for n in LABELS if n in rows[0]["rtf"]]
     print(
         f"\n{args.seconds:g} s stereo song, batch {args.batch_size}, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads\n"
+        f"{cpu_name()} ({', '.join(f for f in BF16_CPU_FLAGS if f in cpu_flags()) or 'no bf16'})"
+        f", {os.cpu_count()} CPU threads, load average {os.getloadavg()}\n"
     )
     print("| model | params | " + " | ".join(f"RTF {LABELS[n]}" for n in names) + " |")
     print("|---|---|" + "---|" * len(names))

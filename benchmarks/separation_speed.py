@@ -1,12 +1,16 @@
 """Separation speed: real-time factor of `separate` vs the bare model, and peak memory.
 
-For each architecture and preset (random weights), on a 30-second 44.1 kHz stereo song:
+For each architecture, preset and precision (random weights; float32 and bfloat16, see
+keras_sep/precision.py), on a 30-second 44.1 kHz stereo song:
   - bare: the model's forward pass on full batches of segments, per audio second;
   - separate: decode + resample + overlap-add + resample back + write stems, per audio second;
   - their ratio (target: at most 1.3), FLOPs per audio second and GFLOP/s achieved.
-Then the peak resident memory of separating a 10-minute song, in a fresh process.
+The precisions of one model are measured in ``--rounds`` alternating rounds and the best
+round is kept, so load from other work on the machine hits both alike.
+Then the peak resident memory of separating a 10-minute song (float32), in a fresh process.
 
     python benchmarks/separation_speed.py [--presets tiny paper] [--archs ...] [--seconds 30]
+    python benchmarks/separation_speed.py --archs dilated_dense --presets paper --memory-minutes 0
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import soundfile as sf
 import keras_sep
 from keras_sep.analysis import model_stats
 from keras_sep.audio import write_stems
+from keras_sep.precision import PRECISIONS, convert, cpu_name, device
 from keras_sep.separate import DEFAULT_BATCH_SIZE, separate_file
 
 RATE = 44100
@@ -45,7 +50,7 @@ def bare_seconds_per_audio_second(model, repeats: int) -> float:
 
 
 def separate_seconds_per_audio_second(model, song: Path, seconds: float) -> float:
-    separate_file(model, song)  # warm up (compiled shapes)
+    # No warm-up: bare_seconds_per_audio_second has just run the same batch shape.
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         result = separate_file(model, song)
@@ -84,41 +89,50 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", nargs="+", default=["wave_u_net", "dilated", "dilated_dense"])
     p.add_argument("--presets", nargs="+", default=["tiny", "paper"])
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS[1:], default=PRECISIONS[1:])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--memory-minutes", type=float, default=10.0)
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per model")
+    p.add_argument("--memory-minutes", type=float, default=10.0, help="0: skip")
     args = p.parse_args()
 
     import keras
 
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU threads")
+    print(f"CPU {cpu_name()}, bfloat16 units: {device().why}; load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "song.wav"
         rng = np.random.default_rng(1)
         sf.write(song, rng.uniform(-0.5, 0.5, (int(args.seconds * RATE), 2)), RATE)
         header = (
-            "| model | preset | params | GFLOP per audio s | bare RTF | separate RTF | "
-            "ratio | GFLOP/s |"
+            "| model | preset | precision | params | GFLOP per audio s | bare RTF | "
+            "separate RTF | ratio | GFLOP/s |"
         )
         print(header)
-        print("|" + "---|" * 8)
+        print("|" + "---|" * 9)
         for preset in args.presets:
             for arch in args.archs:
                 model = keras_sep.build(arch, preset=preset)
                 stats = model_stats(model)
                 gflop_per_second = stats.flops_per_sample * model.sample_rate / 1e9
                 repeats = args.repeats if preset == "tiny" or arch == "wave_u_net" else 1
-                bare = bare_seconds_per_audio_second(model, repeats)
-                full = separate_seconds_per_audio_second(model, song, args.seconds)
-                print(
-                    f"| {arch} | {preset} | {stats.params / 1e6:.2f} M | "
-                    f"{gflop_per_second:.1f} | {bare:.4f} | {full:.4f} | {full / bare:.2f} | "
-                    f"{gflop_per_second / bare:.0f} |",
-                    flush=True,
-                )
+                variants = {name: convert(model, name) for name in args.precisions}
+                best = {name: (np.inf, np.inf) for name in variants}
+                for r in range(args.rounds):
+                    for name in list(variants)[:: 1 if r % 2 == 0 else -1]:
+                        bare = bare_seconds_per_audio_second(variants[name], repeats)
+                        full = separate_seconds_per_audio_second(variants[name], song, args.seconds)
+                        best[name] = (min(best[name][0], bare), min(best[name][1], full))
+                for name, (bare, full) in best.items():
+                    print(
+                        f"| {arch} | {preset} | {name} | {stats.params / 1e6:.2f} M | "
+                        f"{gflop_per_second:.1f} | {bare:.4f} | {full:.4f} | {full / bare:.2f} | "
+                        f"{gflop_per_second / bare:.0f} |",
+                        flush=True,
+                    )
     minutes = args.memory_minutes
     output_mb = 4 * minutes * 60 * RATE * 2 * 4 / 2**20
-    for arch in args.archs:
+    for arch in args.archs if minutes > 0 else []:
         before, peak = peak_memory_mb(arch, "tiny", minutes * 60)
         print(
             f"peak memory, {minutes:.0f}-minute song, {arch} tiny: {peak:.0f} MiB "

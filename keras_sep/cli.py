@@ -399,7 +399,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="segments per model call"
     )
-    add_precision_argument(p)
+    # float32 by default: scores that do not depend on the machine they were computed on.
+    add_precision_argument(p, default="float32")
     p.set_defaults(run=_run_evaluate)
 
 

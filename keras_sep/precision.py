@@ -221,12 +221,13 @@ def convert(model, precision: str | None):
     return copy
 
 
-def add_argument(parser) -> None:
+def add_argument(parser, default: str = "auto") -> None:
     """The ``--precision`` option, shared by ``keras-sep separate`` and ``evaluate``."""
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="auto",
+        default=default,
         help="compute precision: auto picks bfloat16 where the CPU or GPU has bfloat16 units "
-        "(avx512_bf16 / amx_bf16, compute capability >= 8.0), else float32 (default: auto)",
+        "(avx512_bf16 / amx_bf16, compute capability >= 8.0), else float32 "
+        "(default: %(default)s)",
     )

@@ -135,18 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         "--formats", nargs="+", choices=RUNTIMES[1:], default=RUNTIMES[1:], help="default: all"
     )
     args = parser.parse_args(argv)
-    from keras_sep.precision import BF16_CPU_FLAGS, cpu_flags, cpu_name
+    from keras_sep.precision import describe_machine
 
     rows = [
         bench(a, args.preset, args.seconds, args.batch_size, args.quantized, tuple(args.formats))
         for a in args.arch
     ]
     names = [n for n in LABELS if n in rows[0]["rtf"]]
-    print(
-        f"\n{args.seconds:g} s stereo song, batch {args.batch_size}, "
-        f"{cpu_name()} ({', '.join(f for f in BF16_CPU_FLAGS if f in cpu_flags()) or 'no bf16'})"
-        f", {os.cpu_count()} CPU threads, load average {os.getloadavg()}\n"
-    )
+    print(f"\n{args.seconds:g} s stereo song, batch {args.batch_size}; {describe_machine()}\n")
     print("| model | params | " + " | ".join(f"RTF {LABELS[n]}" for n in names) + " |")
     print("|---|---|" + "---|" * len(names))
     for row in rows:

@@ -17,7 +17,6 @@ Target: bf16 loses at most 0.1 dB of mean SDR.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -55,26 +54,10 @@ def tracks(roots: list[str], limit: int | None) -> Iterator:
         yield from select_tracks(root, subset, limit=limit)[0]
 
 
-def machine() -> str:
-    """The CPU, its bfloat16 flags, the backend and the load: what the timings depend on."""
-    import keras
-
-    from keras_sep import precision
-
-    flags = precision.cpu_flags()
-    shown = [f for f in ("avx2", "avx512f", *precision.BF16_CPU_FLAGS) if f in flags]
-    dev = precision.device()
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"CPU {precision.cpu_name()} ({os.cpu_count()} threads; flags: {' '.join(shown) or '-'})"
-        f", device {dev.name} (bf16 units: {'yes' if dev.native_bf16 else 'no'}), "
-        f"Keras {keras.__version__} on {keras.backend.backend()}, load average {load}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     import keras_sep
     from keras_sep.evaluate import score_track
+    from keras_sep.precision import describe_machine
     from keras_sep.report import aggregate
     from keras_sep.separate import DEFAULT_BATCH_SIZE, separate_waveform
 
@@ -88,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data and args.roots:
         p.error("give song roots or --data toy, not both")
 
-    print(machine())
+    print(describe_machine())
     models = {name: keras_sep.load(args.model, precision=name) for name in PRECISIONS}
     cfg = models["float32"].arch_config
     warm = np.zeros((args.batch_size, cfg.valid_length(cfg.segment_length), cfg.channels))

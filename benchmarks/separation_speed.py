@@ -16,7 +16,6 @@ Then the peak resident memory of separating a 10-minute song (float32), in a fre
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import soundfile as sf
 import keras_sep
 from keras_sep.analysis import model_stats
 from keras_sep.audio import write_stems
-from keras_sep.precision import PRECISIONS, convert, cpu_name, device
+from keras_sep.precision import PRECISIONS, convert, describe_machine
 from keras_sep.separate import DEFAULT_BATCH_SIZE, separate_file
 
 RATE = 44100
@@ -96,10 +95,7 @@ def main() -> None:
     p.add_argument("--memory-minutes", type=float, default=10.0, help="0: skip")
     args = p.parse_args()
 
-    import keras
-
-    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU threads")
-    print(f"CPU {cpu_name()}, bfloat16 units: {device().why}; load average {os.getloadavg()}")
+    print(describe_machine())
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "song.wav"
         rng = np.random.default_rng(1)

@@ -221,6 +221,23 @@ def convert(model, precision: str | None):
     return copy
 
 
+def describe_machine() -> str:
+    """One line for benchmark output: the CPU and its flags, the device, backend and load."""
+    import os
+
+    import keras
+
+    flags = cpu_flags()
+    shown = [f for f in ("avx2", "avx512f", *BF16_CPU_FLAGS) if f in flags]
+    dev = device()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (
+        f"CPU {cpu_name()} ({os.cpu_count()} threads; flags: {' '.join(shown) or '-'}), "
+        f"device {dev.name} (bfloat16 units: {'yes' if dev.native_bf16 else 'no'}), "
+        f"Keras {keras.__version__} on {keras.backend.backend()}, load average {load}"
+    )
+
+
 def add_argument(parser, default: str = "auto") -> None:
     """The ``--precision`` option, shared by ``keras-sep separate`` and ``evaluate``."""
     parser.add_argument(

@@ -90,6 +90,15 @@ def test_faked_cpu_without_flags_loads_float32_and_says_why(fake_cpu, folder, ca
     assert "precision: bfloat16 (auto: Fake CPU has avx512_bf16)" in capsys.readouterr().err
 
 
+def test_benchmarks_name_the_cpu_and_its_flags(fake_cpu):
+    fake_cpu(EPYC)
+    line = precision.describe_machine()
+    assert "CPU Fake CPU" in line and "flags: avx2 avx512f avx512_bf16" in line
+    assert "bfloat16 units: yes" in line
+    fake_cpu(OLD_XEON)
+    assert "flags: avx2), " in precision.describe_machine()
+
+
 def test_the_choice_is_printed_once(fake_cpu, folder, capsys, monkeypatch):
     monkeypatch.setattr(precision, "_announced", set())
     fake_cpu(EPYC)

@@ -1,0 +1,77 @@
+"""Plain SDR of model folders on held-out songs, dry and produced, beside the trivial rows.
+
+How the bundled model is chosen (docs/separation.md): every candidate separates the same
+held-out MUSDB18-layout test songs, and this prints each stem's mean plain SDR (10 log10
+|s|^2 / |s - est|^2, the MDX metric: silence scores 0 dB) next to the mixture and silence
+rows, for each root. Plain SDR needs no BSSEval, so a table takes seconds per model.
+
+    python benchmarks/heldout_sdr.py data/corpus data/produced --model bundled --model runs/demo
+    python benchmarks/heldout_sdr.py data/produced --model runs/a --model runs/b --json out.json
+
+Make the produced songs with training/produce_songs.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import keras_sep
+from keras_sep.baselines import MIXTURE, SILENCE, reference_estimates
+from keras_sep.data.tracks import musdb_tracks
+from keras_sep.metrics import plain_sdr
+from keras_sep.separate import separate_waveform
+
+
+def table(tracks, systems: dict) -> dict[str, dict[str, float]]:
+    """Mean plain SDR per system and source; ``systems``: name -> track -> estimates."""
+    rows = {}
+    for name, estimate in systems.items():
+        scores = {s: [] for s in tracks[0].sources}
+        for track in tracks:
+            estimates = estimate(track)
+            for s, reference in track.sources.items():
+                scores[s].append(plain_sdr(reference, estimates[s]))
+        rows[name] = {s: float(np.mean(v)) for s, v in scores.items()}
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("roots", nargs="+", help="MUSDB18-layout roots whose test/ songs are scored")
+    p.add_argument(
+        "--model", action="append", default=[], help="model folder, or 'bundled' (repeat)"
+    )
+    p.add_argument("--json", help="also write the tables here")
+    args = p.parse_args()
+    models = {
+        m: keras_sep.load(keras_sep.DEFAULT_MODEL if m == "bundled" else m)
+        for m in args.model or ["bundled"]
+    }
+    results = {}
+    for root in args.roots:
+        tracks = list(musdb_tracks(root, "test"))
+        systems = {r: (lambda t, r=r: reference_estimates(r, t)) for r in (MIXTURE, SILENCE)}
+        for name, model in models.items():
+            systems[name] = lambda t, m=model: separate_waveform(m, t.mixture, t.rate).stems
+        started = time.perf_counter()
+        rows = table(tracks, systems)
+        results[root] = rows
+        sources = list(tracks[0].sources)
+        seconds = time.perf_counter() - started
+        print(f"\n{root}: {len(tracks)} songs, mean plain SDR (dB), scored in {seconds:.0f} s")
+        print("| system | " + " | ".join(sources) + " | mean |")
+        print("|---" * (len(sources) + 2) + "|")
+        for name, row in rows.items():
+            cells = " | ".join(f"{row[s]:.2f}" for s in sources)
+            print(f"| {name} | {cells} | {np.mean(list(row.values())):.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

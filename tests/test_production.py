@@ -239,3 +239,13 @@ def test_a_produced_test_set_is_mastered_loud_and_sums_exactly(tmp_path):
     a = read_audio(tmp_path / "wet" / "test" / toy.song_name(0) / "mixture.wav")[0]
     b = read_audio(tmp_path / "again" / "test" / toy.song_name(0) / "mixture.wav")[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_dry_fraction_leaves_that_share_of_examples_dry(tracks):
+    dry = produced(tracks, names=())  # the same gains, flips and remixes, no effects
+    half = produced(tracks, dry_fraction=0.5)
+    same = [np.array_equal(half.example(n)[0], dry.example(n)[0]) for n in range(40)]
+    assert 8 <= sum(same) <= 32  # about half, and never all or none
+    assert not any(
+        np.array_equal(produced(tracks).example(n)[0], dry.example(n)[0]) for n in range(8)
+    )

@@ -48,6 +48,7 @@ class TrainConfig:
     effect_probability: dict = field(default_factory=dict)  # overrides, e.g. {reverb: 0.8}
     production_context: float = 0.5  # seconds of audio before a segment that effects hear
     loudness_db: tuple = (-24.0, -10.0)  # mastered mixture RMS, dBFS
+    dry_fraction: float = 0.0  # share of examples that skip the production effects
     remix_probability: float = 0.5
     silence_threshold_db: float | None = None  # skip segments with a quieter target
     valid_segments_per_track: int = 8

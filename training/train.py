@@ -232,6 +232,7 @@ def make_samplers(cfg: TrainConfig, model_cfg, train_tracks: list, valid_tracks:
         probability=cfg.effect_probability,
         context=round(cfg.production_context * model_cfg.sample_rate),
         loudness_db=cfg.loudness_db,
+        dry_fraction=cfg.dry_fraction,
     )
     sampler_args = dict(
         sources=model_cfg.sources, segment_length=model_cfg.segment_length, seed=cfg.seed

@@ -304,7 +304,8 @@ class Production:
     ``effects``: names from ``EFFECTS``; ``probability`` overrides ``DEFAULT_PROBABILITY``;
     ``context``: samples of audio before the segment that the effects see; ``loudness_db``:
     the mastered RMS level range of the mixture; ``max_speed``: the largest relative speed
-    change.
+    change; ``dry_fraction``: the share of examples that skip production altogether (a
+    model should still separate dry recordings).
     """
 
     effects: tuple[str, ...] = EFFECTS
@@ -312,6 +313,7 @@ class Production:
     context: int = 11025
     loudness_db: tuple[float, float] = (-24.0, -10.0)
     max_speed: float = 0.06
+    dry_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.effects) - set(EFFECTS))
@@ -326,12 +328,18 @@ class Production:
             raise ConfigError(f"loudness_db must be [low, high] dBFS below 0, got {[low, high]}")
         if self.context < 0 or not 0 <= self.max_speed < 0.5:
             raise ConfigError("context must be >= 0 samples and max_speed in [0, 0.5)")
+        if not 0 <= self.dry_fraction <= 1:
+            raise ConfigError(f"dry_fraction must be in [0, 1], got {self.dry_fraction}")
         object.__setattr__(self, "effects", tuple(self.effects))
 
     def chance(self, name: str) -> float:
         if name not in self.effects:
             return 0.0
         return float(self.probability.get(name, DEFAULT_PROBABILITY[name]))
+
+    def applies(self, rng: np.random.Generator) -> bool:
+        """Draw whether an example is produced (else it stays dry)."""
+        return rng.random() >= self.dry_fraction
 
     def window(self, rng: np.random.Generator, length: int) -> tuple[float, int, int]:
         """Draw the speed factor; return it with the samples to read before the segment start

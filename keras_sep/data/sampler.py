@@ -164,7 +164,7 @@ class SegmentSampler:
         if aug.polarity:
             factors *= rng.choice(np.array([-1.0, 1.0], np.float32), k)
         swap = bool(aug.channel_swap and rng.random() < 0.5)
-        if aug.production is not None:
+        if aug.production is not None and aug.production.applies(rng):
             # Gains, flips and swap are applied before the effects (compressors respond to
             # level), so the produced stems are the targets as they are.
             targets = self.produce(track_ids, offsets, factors, rng)
@@ -196,9 +196,10 @@ class SegmentSampler:
         the chain (keyed by track and offset), so every epoch validates on the same audio."""
         k = len(self.sources)
         ids, offsets, ones = np.full(k, track), np.full(k, offset), np.ones(k, np.float32)
-        if self.augmentation.production is None:
-            return mix(self.gather(ids, offsets), ones, False)
+        production = self.augmentation.production
         rng = np.random.default_rng([self.seed, VALIDATION_KEY, track, offset])
+        if production is None or not production.applies(rng):
+            return mix(self.gather(ids, offsets), ones, False)
         return mix(self.produce(ids, offsets, ones, rng), ones, False)
 
     def steps_per_epoch(self, batch_size: int) -> int:

@@ -114,3 +114,13 @@ def test_a_folder_of_stems_trains(tmp_path, capsys):
     tree = toy.write_musdb_tree(tmp_path / "tree", train=1, valid=0, test=0, seconds=1.0)
     assert main([*run_args(tmp_path, "--stems-root", str(tree)), "--out", str(out / "y")]) == 2
     assert "use --musdb-root" in capsys.readouterr().err
+
+
+def test_a_missing_root_fails_in_one_line_before_anything_else(tmp_path, capsys):
+    for flag in ("--musdb-root", "--stems-root"):
+        args = run_args(tmp_path, flag, str(tmp_path / "missing"))
+        assert main([*args, "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert "missing does not exist" in err
+    assert not (tmp_path / "run").exists()

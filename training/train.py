@@ -166,6 +166,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def check_data_roots(cfg: TrainConfig, sources: tuple[str, ...]) -> None:
+    """Fail at once, in one line, when a data root is missing or not a dataset."""
+    from keras_sep.data.tracks import check_stems_root, detect_layout
+
+    for source in cfg.data:
+        if source.startswith(STEMS_PREFIX):
+            check_stems_root(source[len(STEMS_PREFIX) :], sources)
+        elif source != "toy":
+            detect_layout(source)
+
+
 def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], progress: bool):
     """Cached (train, valid) tracks from every data source, and the songs held out per root.
 
@@ -314,6 +325,7 @@ def train(
     started_from = None
     if cfg.init_from:
         started_from = check_source(cfg.init_from, cfg.architecture, model_cfg)
+    check_data_roots(cfg, model_cfg.sources)  # a mistyped root fails before anything else
     backend = keras.backend.backend()
     device = training_device(backend)
     if worker.is_chief:

@@ -152,6 +152,18 @@ def toy_tracks(
         yield Track(f"{toy.song_name(i)} (seed {seed})", sample_rate, stems, origin)
 
 
+def _stems_layout(sources: tuple[str, ...]) -> str:
+    return f"a folder of song folders, each holding <source>.wav or .flac for {list(sources)}"
+
+
+def check_stems_root(root: str | os.PathLike, sources: tuple[str, ...]) -> Path:
+    """``root`` as a Path if it is a folder, else a one-line ``DataError``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"stems root {root} does not exist; pass {_stems_layout(sources)}")
+    return root
+
+
 def stems_tracks(
     root: str | os.PathLike, sources: tuple[str, ...], channels: int = 2
 ) -> list[Track]:
@@ -164,10 +176,8 @@ def stems_tracks(
     """
     import soundfile as sf
 
-    root = Path(root)
-    layout = f"a folder of song folders, each holding <source>.wav or .flac for {list(sources)}"
-    if not root.is_dir():
-        raise DataError(f"stems root {root} does not exist; pass {layout}")
+    root = check_stems_root(root, sources)
+    layout = _stems_layout(sources)
     songs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not songs:
         raise DataError(f"{root} holds no song folders; pass {layout}")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import keras_sep
-from keras_sep.errors import ExportError, KerasSepError, require
+from keras_sep.errors import ExportError, KerasSepError, UsageError, require
 from keras_sep.files import staged_dir
 from keras_sep.folder import read_config
 from keras_sep.serving import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE, config_summary
@@ -47,9 +47,9 @@ def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
     formats = list(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise ExportError(f"unknown export format(s) {unknown}; valid formats: {list(FORMATS)}")
+        raise UsageError(f"unknown export format(s) {unknown}; valid formats: {list(FORMATS)}")
     if not formats:
-        raise ExportError(f"no export format given; valid formats: {list(FORMATS)}")
+        raise UsageError(f"no export format given; valid formats: {list(FORMATS)}")
     return tuple(f for f in FORMATS if f in formats)
 
 
@@ -83,16 +83,14 @@ def load_artifact(export_dir: str | os.PathLike, fmt: str, **kwargs: Any):
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file; pass a folder to create")
+        raise UsageError(f"--out {out} is a file; pass a folder to create")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MANIFEST_FILE).is_file():
-            raise ExportError(
+            raise UsageError(
                 f"--out {out} is a non-empty folder that is not an export; pass a new folder"
             )
         if not overwrite:
-            raise ExportError(
-                f"--out {out} already holds an export; pass --overwrite to replace it"
-            )
+            raise UsageError(f"--out {out} already holds an export; pass --overwrite to replace it")
 
 
 def _sha256(path: Path) -> str:
@@ -144,9 +142,9 @@ def export_folder(
     # Check every option before the slow part, so a typo costs nothing.
     formats = check_formats(formats)
     if quantize not in QUANTIZE:
-        raise ExportError(f"unknown quantization {quantize!r}; valid: {list(QUANTIZE)}")
+        raise UsageError(f"unknown quantization {quantize!r}; valid: {list(QUANTIZE)}")
     if model_version < 1:
-        raise ExportError(f"model version must be a positive integer, got {model_version}")
+        raise UsageError(f"model version must be a positive integer, got {model_version}")
     out = Path(out)
     _check_out(out, overwrite)
     architecture, _ = read_config(folder)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from keras_sep.errors import KerasSepError
+from keras_sep.errors import ArgumentParser, check_output_dir, command
 
 from .artifacts import FORMATS, export_folder
 from .onnx_model import DEFAULT_OPSET
@@ -52,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m export",
+def get_parser(prog: str = "python -m export") -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog=prog,
         description=(
             "Export a model folder to SavedModel (TF Serving), TFLite and ONNX, check each "
             "against Keras on random input, and write DIR/manifest.json."
@@ -68,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     # TensorFlow's C++ start-up chatter would bury the few lines this command prints;
     # it is read when TensorFlow is first imported, which happens below.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    check_output_dir(args.out)
     manifest = export_folder(
         args.folder,
         args.out,
@@ -83,10 +83,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    try:
-        return run(args)
-    except KerasSepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+@command
+def main(argv: list[str] | None = None, prog: str = "python -m export") -> int:
+    return run(get_parser(prog).parse_args(argv))

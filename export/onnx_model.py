@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keras_sep.errors import ExportError, require
+from keras_sep.errors import ExportError, UsageError, require
 from keras_sep.serving import ExportedModel
 
 from .checks import first_line
@@ -41,7 +41,7 @@ def check_opset(opset: int) -> int:
     valid = supported_opsets()
     if opset not in valid:
         tf2onnx = require("tf2onnx", "ONNX export")
-        raise ExportError(
+        raise UsageError(
             f"ONNX opset {opset} is not supported by tf2onnx {tf2onnx.__version__}: "
             f"use --opset between {valid.start} and {valid.stop - 1} (default {DEFAULT_OPSET})"
         )

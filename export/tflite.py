@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_sep.errors import ExportError, require
+from keras_sep.errors import ExportError, UsageError, require
 from keras_sep.serving import SIGNATURE, ExportedModel
 
 from .checks import first_line
@@ -32,7 +32,7 @@ def convert_tflite(
 ) -> Path:
     """Convert a SavedModel's ``serving_default`` signature to a ``.tflite`` file."""
     if quantize not in QUANTIZE:
-        raise ExportError(f"unknown quantization {quantize!r}; valid: {list(QUANTIZE)}")
+        raise UsageError(f"unknown quantization {quantize!r}; valid: {list(QUANTIZE)}")
     tf = require("tensorflow", "TFLite export")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), [SIGNATURE])
     # Builtins only: a model that needed TF (Flex) ops would fail here rather than at run time.

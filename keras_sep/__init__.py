@@ -18,14 +18,42 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The bundled demo model folder (trained on synthetic songs, not on real music).
 DEFAULT_MODEL = str(Path(__file__).parent / "pretrained" / "demo")
 
-# Importing the models registers their Keras classes, so keras.models.load_model reads
-# .keras files of ours after a plain `import keras_sep` (as with keras-hub).
-from keras_sep.config import SOURCES, DilatedConfig, WaveUNetConfig  # noqa: E402
-from keras_sep.errors import KerasSepError  # noqa: E402
-from keras_sep.folder import load, save  # noqa: E402
-from keras_sep.models import SeparationModel, architectures, build, model_config  # noqa: E402
+# Attributes resolve on first use (PEP 562), so `import keras_sep` and the CLI's --help do
+# not import Keras: the models, and the Keras classes they register, load when needed.
+# keras.models.load_model reads our .keras files once keras_sep.models is imported
+# (keras_sep.load does that for you).
+_LAZY = {
+    "SOURCES": "keras_sep.config",
+    "DilatedConfig": "keras_sep.config",
+    "WaveUNetConfig": "keras_sep.config",
+    "KerasSepError": "keras_sep.errors",
+    "load": "keras_sep.folder",
+    "save": "keras_sep.folder",
+    "SeparationModel": "keras_sep.models",
+    "architectures": "keras_sep.models",
+    "build": "keras_sep.models",
+    "model_config": "keras_sep.models",
+}
+
+# Eager, unlike the rest: the function must shadow its submodule of the same name, which a
+# later `import keras_sep.separate` would otherwise bind here. It needs numpy, not Keras.
 from keras_sep.separate import separate  # noqa: E402
 from keras_sep.version import __version__  # noqa: E402
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'keras_sep' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "DEFAULT_MODEL",

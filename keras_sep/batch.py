@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keras_sep.errors import KerasSepError
+from keras_sep.errors import UsageError
 
 # Extensions taken from folders: what soundfile decodes, plus what ffmpeg adds.
 AUDIO_EXTENSIONS = frozenset(
@@ -105,7 +105,7 @@ def _distinct(found: dict[Path, Path]) -> dict[Path, Path]:
             folders[path] = found[path]
     for paths in clashes(folders):
         names = " and ".join(str(p) for p in paths)
-        raise KerasSepError(
+        raise UsageError(
             f"{names} would all be written to the same folder {folders[paths[0]]}/; "
             "separate them in separate calls with different -o folders"
         )

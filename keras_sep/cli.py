@@ -1,13 +1,13 @@
 """The ``keras-sep`` command: demo, separate, evaluate, train, study, export, make-toy-data.
 
-Every subcommand reports a user error as one line (``error: ...``) and a non-zero exit
-code, never a traceback.
+Every subcommand reports a user error as one line (``error: ...``) with exit code 2 (a bad
+option or value) or 1 (a failure), never a traceback (``keras_sep.errors.command``). Parsing
+imports no Keras, so ``--help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -16,7 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from keras_sep.audio import WRITE_FORMATS, sound_format
-from keras_sep.errors import AudioWarning, KerasSepError
+from keras_sep.errors import (
+    ArgumentParser,
+    AudioWarning,
+    KerasSepError,
+    UsageError,
+    check_output_dir,
+    command,
+    positive,
+)
 from keras_sep.precision import add_argument as add_precision_argument
 from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP
 
@@ -38,7 +46,9 @@ def _add_demo(sub) -> None:
         "-o", "--out", default="demo_output", help="output folder (default: %(default)s)"
     )
     p.add_argument("--model", help="model folder (default: the bundled demo model)")
-    p.add_argument("--seconds", type=float, default=15.0, help="song length (default: %(default)s)")
+    p.add_argument(
+        "--seconds", type=positive(float), default=15.0, help="song length (default: %(default)s)"
+    )
     p.add_argument("--song", type=int, default=0, help="which held-out song (default: 0)")
     p.set_defaults(run=_run_demo)
 
@@ -46,6 +56,7 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     from keras_sep.demo import format_table, run_demo
 
+    check_output_dir(args.out, "-o/--out")
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
     summary = run_demo(args.out, args.model, seconds=args.seconds, song=args.song)
@@ -128,49 +139,37 @@ def check_separate_options(args) -> None:
     """Refuse bad ``separate`` options before any work, each with its valid range."""
     low, high = SEGMENT_RANGE
     if args.segment is not None and not low <= args.segment <= high:
-        raise KerasSepError(
+        raise UsageError(
             f"--segment must be from {low} to {high:.0f} seconds, got {args.segment}; "
             "leave it out to use the model's training segment"
         )
     if not 0 <= args.overlap <= MAX_OVERLAP:
-        raise KerasSepError(
+        raise UsageError(
             f"--overlap must be a fraction from 0 to {MAX_OVERLAP}, got {args.overlap}"
         )
     if args.batch_size < 1:
-        raise KerasSepError(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.stems is not None and not all(s.strip() for s in args.stems.split(",")):
-        raise KerasSepError(
+        raise UsageError(
             f"--stems needs comma-separated source names, e.g. vocals,drums; got {args.stems!r}"
         )
     try:
         sound_format(args.format, args.bit_depth)
     except KerasSepError as e:
-        raise KerasSepError(f"--format {args.format} --bit-depth {args.bit_depth}: {e}") from None
-
-
-def check_output_location(out: str) -> None:
-    """Refuse an output folder that is a file, lies under a file, or cannot be written."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise KerasSepError(f"-o {out} is an existing file; give a folder")
-    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
-    if not existing.is_dir():
-        raise KerasSepError(f"-o {out} lies under {existing}, which is a file; give a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise KerasSepError(f"-o {out}: {existing} is not writable; choose another folder")
+        raise UsageError(f"--format {args.format} --bit-depth {args.bit_depth}: {e}") from None
 
 
 def wanted_stems(sources: tuple, only: str | None, two: str | None) -> list[str]:
     """The sources that ``--stems`` / ``--two-stems`` ask for, checked against the model's."""
     if only is not None and two is not None:
-        raise KerasSepError("use either --stems or --two-stems, not both")
+        raise UsageError("use either --stems or --two-stems, not both")
     if two is not None:
         wanted = [two]
     else:
         wanted = [s.strip() for s in only.split(",")] if only is not None else list(sources)
     unknown = [s for s in wanted if s not in sources]
     if unknown:
-        raise KerasSepError(f"unknown source(s) {unknown}; this model separates {list(sources)}")
+        raise UsageError(f"unknown source(s) {unknown}; this model separates {list(sources)}")
     return list(dict.fromkeys(wanted))
 
 
@@ -180,14 +179,14 @@ def _run_separate(args) -> int:
     from keras_sep.separate import separate_to_folder, stem_names
 
     check_separate_options(args)
-    check_output_location(args.out)
+    check_output_dir(args.out, "-o")
     songs = plan(args.files, args.out, args.recursive)
     for path, why in songs.skipped:
         print(f"skipping {path}: {why}", file=sys.stderr)
     for path, why in songs.failed:
         print(f"error: {path}: {why}", file=sys.stderr)
     if not songs.songs and not songs.failed:
-        raise KerasSepError(
+        raise UsageError(
             f"no audio files in {' '.join(args.files)}"
             + ("" if args.recursive else "; pass -r to look in subfolders")
         )
@@ -315,8 +314,12 @@ def _add_make_toy_data(sub) -> None:
     p.add_argument("--songs", type=int, default=8, help="training songs (default: 8)")
     p.add_argument("--valid", type=int, default=2, help="validation songs (default: 2)")
     p.add_argument("--test", type=int, default=3, help="test songs (default: 3)")
-    p.add_argument("--seconds", type=float, default=20.0, help="song length (default: 20)")
-    p.add_argument("--sample-rate", type=int, default=44100, help="default: 44100, as MUSDB18")
+    p.add_argument(
+        "--seconds", type=positive(float), default=20.0, help="song length (default: 20)"
+    )
+    p.add_argument(
+        "--sample-rate", type=positive(int), default=44100, help="default: 44100, as MUSDB18"
+    )
     p.add_argument("--seed", type=int, default=0, help="default: 0")
     p.set_defaults(run=_run_make_toy_data)
 
@@ -324,8 +327,9 @@ def _add_make_toy_data(sub) -> None:
 def _run_make_toy_data(args) -> int:
     from keras_sep.data.toy import write_musdb_tree
 
-    if min(args.songs, args.valid, args.test) < 0 or args.seconds <= 0:
-        raise KerasSepError("song counts must be >= 0 and --seconds positive")
+    if min(args.songs, args.valid, args.test) < 0:
+        raise UsageError("--songs, --valid and --test must be >= 0")
+    check_output_dir(args.out, "OUT")
     root = write_musdb_tree(
         args.out,
         args.songs,
@@ -375,13 +379,17 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--split", choices=["train", "valid"], help="with --subset train: musdb's split")
     p.add_argument(
         "--tracks",
-        type=int,
+        type=positive(int),
         metavar="N",
         help=f"evaluate the first N tracks (default: all; {TOY_TRACKS} toy songs)",
     )
     p.add_argument("-o", "--output", default="report", metavar="REPORT_DIR", help="report folder")
     p.add_argument(
-        "--jobs", type=int, default=1, metavar="N", help="score N tracks in parallel processes"
+        "--jobs",
+        type=positive(int),
+        default=1,
+        metavar="N",
+        help="score N tracks in parallel processes",
     )
     p.add_argument(
         "--scorer",
@@ -397,7 +405,10 @@ def _add_evaluate(sub) -> None:
         "--resume", action="store_true", help="continue a report folder, skipping scored tracks"
     )
     p.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="segments per model call"
+        "--batch-size",
+        type=positive(int),
+        default=DEFAULT_BATCH_SIZE,
+        help="segments per model call",
     )
     # float32 by default: scores that do not depend on the machine they were computed on.
     add_precision_argument(p, default="float32")
@@ -426,16 +437,12 @@ def model_arguments(values: list[str] | None) -> dict[str, Path]:
 
 
 def _run_evaluate(args) -> int:
-    from keras_sep.errors import DataError
     from keras_sep.evaluate import evaluate, load_models, select_tracks
     from keras_sep.report import table1_markdown
 
-    if args.tracks is not None and args.tracks < 1:
-        raise DataError(f"--tracks must be at least 1, got {args.tracks}")
-    if args.jobs < 1:
-        raise DataError(f"--jobs must be at least 1, got {args.jobs}")
     if not args.musdb_root and args.data != "toy":
-        raise DataError("choose the data: --musdb-root PATH (MUSDB18) or --data toy")
+        raise UsageError("choose the data: --musdb-root PATH (MUSDB18) or --data toy")
+    check_output_dir(args.output, "-o/--output")
     tracks, data, subset = select_tracks(args.musdb_root, args.subset, args.split, args.tracks)
     models, described = load_models(model_arguments(args.model), args.precision)
     results = evaluate(
@@ -457,19 +464,6 @@ def _run_evaluate(args) -> int:
     return 0
 
 
-def _add_export(sub) -> None:
-    from keras_sep.export import cli as export_cli
-
-    p = sub.add_parser(
-        "export",
-        help="export a model folder to SavedModel, TFLite and ONNX",
-        description="Export a model folder for TF Serving (SavedModel), TFLite and ONNX "
-        "Runtime, check each artifact against Keras, and write a manifest.",
-    )
-    export_cli.add_arguments(p)
-    p.set_defaults(run=export_cli.run)
-
-
 def _add_study(sub) -> None:
     # The study runner trains, so it lives in the training package (training/study.py).
     from keras_sep.training import study
@@ -486,7 +480,7 @@ def _add_study(sub) -> None:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="keras-sep",
         description="Music source separation (vocals, drums, bass, other) with Keras 3: "
         "Wave-U-Net, Dilated U-Net and Dilated Dense U-Net.",
@@ -499,32 +493,37 @@ def get_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_separate(sub)
     _add_evaluate(sub)
-    # train has its own parser (training/train.py); everything after `train` goes to it.
-    train = sub.add_parser(
-        "train", help="train a model (see keras-sep train --help)", add_help=False
-    )
-    train.add_argument("args", nargs=argparse.REMAINDER)
     _add_study(sub)
-    _add_export(sub)
+    # train and export have their own parsers (training/train.py, export/cli.py), imported
+    # only when they run; everything after the command's name goes to them.
+    for name, help in FORWARDED.items():
+        sub.add_parser(name, help=help, add_help=False).add_argument(
+            "args", nargs=argparse.REMAINDER
+        )
     _add_make_toy_data(sub)
     return parser
 
 
+FORWARDED = {
+    "train": "train a model (see keras-sep train --help)",
+    "export": "export a model folder to SavedModel, TFLite and ONNX, each checked against Keras "
+    "(see keras-sep export --help)",
+}
+
+
+@command
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
         from keras_sep.training.train import main as train_main
 
-        return train_main(argv[1:])
+        return train_main(argv[1:], prog="keras-sep train")
+    if argv[:1] == ["export"]:
+        from keras_sep.export.cli import main as export_main
+
+        return export_main(argv[1:], prog="keras-sep export")
     args = get_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except KerasSepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -341,11 +341,12 @@ def select_tracks(
 
 
 def _stamp(folder: Path) -> str:
-    from keras_sep.folder import CONFIG_FILE, WEIGHTS_FILE
+    from keras_sep.folder import CONFIG_FILE, WEIGHTS_FILE, is_keras_file
 
+    files = [folder] if is_keras_file(folder) else [folder / CONFIG_FILE, folder / WEIGHTS_FILE]
     parts = []
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        st = (folder / name).stat()
+    for file in files:
+        st = file.stat()
         parts.append(f"{st.st_size}-{st.st_mtime_ns}")
     return ":".join(parts)
 

@@ -7,20 +7,20 @@ the two members the one separation routine needs (``arch_config``, ``predict_on_
 the SavedModel, TFLite and ONNX Runtime runners in ``keras_sep.export`` and the TF Serving
 client below are its subclasses, so they all separate through ``keras_sep.separate``.
 
-The client speaks TF Serving's REST API with the standard library only (no TensorFlow)::
+The client speaks TF Serving's REST API with the standard library only (no TensorFlow);
+it is a model like any other, so ``keras_sep.separate`` / ``separate_file`` run it::
 
-    python -m keras_sep.serving song.wav --manifest artifacts/manifest.json \\
-        --url http://localhost:8501 --model-name keras_sep -o separated/
+    client = ServingClient("artifacts/", url="http://localhost:8501")
+    client.check()
+    stems = separate_file(client, "song.wav").stems
 
 gRPC is not offered: REST needs no ``tensorflow-serving-api`` (see docs/export.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -204,45 +204,3 @@ class ServingClient(ExportedModel):
             raise ServingError("TF Serving's answer has no 'outputs'")
         # The columnar format gives a bare list when the signature has one output.
         return outputs if isinstance(outputs, dict) else {self.sources[0]: outputs}
-
-
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_sep.serving",
-        description="Separate audio files through a model served by TF Serving (REST API).",
-    )
-    parser.add_argument("files", nargs="+", help="audio files to separate")
-    parser.add_argument(
-        "--manifest", required=True, help="the export folder (or its manifest.json)"
-    )
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"REST address (default {DEFAULT_URL})")
-    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="TF Serving MODEL_NAME")
-    parser.add_argument("--version", type=int, default=None, help="model version (default: latest)")
-    parser.add_argument("-o", "--out", default="separated", help="output folder")
-    parser.add_argument("--batch-size", type=int, default=4, help="segments per request")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Separate each file to ``OUT/<file stem>/<source>.wav``."""
-    from keras_sep.audio import write_audio
-    from keras_sep.separate import separate_file
-
-    args = get_parser().parse_args(argv)
-    try:
-        client = ServingClient(args.manifest, args.url, args.model_name, args.version)
-        client.check()
-        for file in args.files:
-            result = separate_file(client, file, batch_size=args.batch_size, progress=True)
-            folder = Path(args.out) / Path(file).stem
-            for source, stem in result.stems.items():
-                write_audio(folder / f"{source}.wav", stem, result.sample_rate)
-            print(f"{file}: {len(result.stems)} stems in {folder}")
-    except KerasSepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ from keras_sep import baselines, metrics, report
 from keras_sep import evaluate as ev
 from keras_sep.cli import get_parser
 from keras_sep.data.tracks import Track
-from keras_sep.errors import DataError, ModelFolderError
+from keras_sep.errors import DataError, ModelFolderError, UsageError
 
 RATE = 8000
 
@@ -375,9 +375,9 @@ def test_cli_errors(tmp_path):
         run_cli("--model", str(tmp_path), "--musdb-root", str(tmp_path / "nope"))
     with pytest.raises(ModelFolderError):
         run_cli("--model", str(tmp_path / "none"), "--data", "toy")
-    with pytest.raises(DataError, match="--tracks"):
-        run_cli("--data", "toy", "--tracks", "0")
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="--tracks"):
+        run_cli("--data", "toy", "--tracks", "0")  # checked while parsing: no work done
+    with pytest.raises(UsageError, match="not allowed with"):
         run_cli("--data", "toy", "--musdb-root", "x")  # one data source only
 
 

@@ -30,9 +30,8 @@ from keras_sep.export.checks import max_abs_error  # noqa: E402
 from keras_sep.export.cli import main  # noqa: E402
 from keras_sep.export.tflite import TFLiteRunner, _interpreter_class, convert_tflite, tflite_ops  # noqa: E402
 from keras_sep.layers import DilatedConv1DTranspose  # noqa: E402
-from keras_sep.separate import separate  # noqa: E402
+from keras_sep.separate import separate, separate_file  # noqa: E402
 from keras_sep.serving import ServingClient, ServingError, read_manifest  # noqa: E402
-from keras_sep.serving import main as serving_main  # noqa: E402
 
 ARCHS = ["wave_u_net", "dilated", "dilated_dense"]
 
@@ -265,17 +264,17 @@ def test_serving_client_matches_keras(served):
 
 
 @pytest.mark.slow
-def test_serving_cli_writes_stems(served, tmp_path, capsys):
+def test_serving_client_separates_files(served, tmp_path):
     song = keras_sep.audio.write_audio(
         tmp_path / "song.wav", np.zeros((2205, 2), np.float32), 22050
     )
-    argv = [str(song), "--manifest", str(served.out / "manifest.json"), "--url", served.url]
-    assert serving_main([*argv, "-o", str(tmp_path / "sep"), "--batch-size", "1"]) == 0
-    written = sorted(p.name for p in (tmp_path / "sep" / "song").iterdir())
-    assert written == sorted(f"{s}.wav" for s in served.model.sources)
-    # A model name the server does not know: one line, no traceback.
-    assert serving_main([*argv, "--model-name", "other", "-o", str(tmp_path / "x")]) == 2
-    assert "HTTP 404" in capsys.readouterr().err
+    client = ServingClient(served.out / "manifest.json", served.url, "keras_sep")
+    stems = separate_file(client, song, batch_size=1).stems
+    assert sorted(stems) == sorted(served.model.sources)
+    assert all(stem.shape == (2205, 2) for stem in stems.values())
+    # A model name the server does not know: one line naming the answer.
+    with pytest.raises(ServingError, match="HTTP 404"):
+        ServingClient(served.out, served.url, "other").check()
 
 
 @pytest.mark.slow
@@ -319,7 +318,7 @@ def test_bad_options(tiny_folder, tmp_path, capsys, extra, message):
 
 def test_not_a_model_folder(tmp_path, capsys):
     (tmp_path / "notes").mkdir()
-    assert main([str(tmp_path / "notes"), "--out", str(tmp_path / "out")]) == 2
+    assert main([str(tmp_path / "notes"), "--out", str(tmp_path / "out")]) == 1
     assert "is not a model folder: config.json is missing" in capsys.readouterr().err
     assert leftovers(tmp_path, "out") == []
 
@@ -334,7 +333,7 @@ def test_failure_leaves_nothing(tiny_folder, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(keras_sep.export.onnx_model, "convert_onnx", refuse)
     argv = [str(tiny_folder), "--out", str(tmp_path / "out"), "--formats", "saved_model", "onnx"]
-    assert main(argv) == 2
+    assert main(argv) == 1
     assert "refused for the test" in capsys.readouterr().err
     assert leftovers(tmp_path, "out") == []
 

@@ -26,7 +26,14 @@ import yaml
 if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
-from keras_sep.errors import ConfigError, DataError, KerasSepError  # noqa: E402
+from keras_sep.data.cache import default_cache_dir  # noqa: E402
+from keras_sep.errors import (  # noqa: E402
+    ArgumentParser,
+    ConfigError,
+    DataError,
+    check_output_dir,
+    command,
+)
 from keras_sep.training.config import (  # noqa: E402
     PRECISIONS,
     STEMS_PREFIX,
@@ -46,9 +53,9 @@ BACKENDS = ("tensorflow", "jax", "torch")
 BACKUP_DIR = "backup"
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="train.py",
+def get_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog=prog,
         description="Train Wave-U-Net, Dilated U-Net or Dilated Dense U-Net on MUSDB18 or the "
         "built-in synthetic songs. Defaults follow the paper (Adam 1e-4, batch 16, "
         "16384-sample segments, gains in [0.7, 1]).",
@@ -183,7 +190,7 @@ def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], pr
     A root without validation songs (no musdb validation-list match, no setup.yaml; a
     folder of stems always) gives a deterministic ``valid_fraction`` of its songs.
     """
-    from keras_sep.data.cache import cache_tracks, default_cache_dir
+    from keras_sep.data.cache import cache_tracks, folder_size
     from keras_sep.data.toy import TRAIN_SEED, VALID_SEED
     from keras_sep.data.tracks import hold_out, musdb_tracks, stems_tracks, toy_tracks
 
@@ -225,11 +232,18 @@ def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], pr
             songs = [t for t in songs if t.name not in names]
         train += songs
         valid += root_valid
-    return (
+    cached = (
         cache_tracks(train, cache, sample_rate, progress),
         cache_tracks(valid, cache, sample_rate, progress),
         held_out,
     )
+    # Decoded stems add up (hundreds of MB for the toy set): say where they are.
+    print(
+        f"cache: {cache} ({folder_size(cache) / 1e6:.0f} MB; move it with --cache-dir or "
+        "KERAS_SEP_CACHE, delete it to free the space)",
+        file=sys.stderr,
+    )
+    return cached
 
 
 def make_samplers(cfg: TrainConfig, model_cfg, train_tracks: list, valid_tracks: list):
@@ -301,7 +315,7 @@ def train(
     """
     import keras
 
-    from keras_sep.models import SeparationModel, model_config
+    from keras_sep.models import SeparationModel
     from keras_sep.training import pipeline
     from keras_sep.training.callbacks import SaveBest, plot_history
     from keras_sep.training.device import cpu_cost_note, training_device
@@ -318,9 +332,7 @@ def train(
         raise ConfigError(f"{out} already holds a trained model; pass another --out or --overwrite")
     if start_epoch >= cfg.epochs:
         raise ConfigError(f"{out} has already trained {start_epoch} of {cfg.epochs} epochs")
-    model_cfg = model_config(
-        cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model
-    )
+    model_cfg = cfg.model_config()
     # Checked before the data is cached, so a mismatch fails at once.
     started_from = None
     if cfg.init_from:
@@ -447,17 +459,14 @@ def train(
     return history.history
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    try:
-        select_backend(args.backend)
-        cfg = config_from_args(args)
-        name = Path(args.config).stem
-        out = Path(args.out or Path("runs") / name)
-        train(cfg, out, progress=not args.quiet, overwrite=args.overwrite)
-    except KerasSepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+@command
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    args = get_parser(prog).parse_args(argv)
+    select_backend(args.backend)
+    cfg = config_from_args(args)
+    out = check_output_dir(args.out or Path("runs") / Path(args.config).stem)
+    check_output_dir(cfg.cache_dir or default_cache_dir(), "--cache-dir")
+    train(cfg, out, progress=not args.quiet, overwrite=args.overwrite)
     print(f"model folder: {out}")
     return 0
 

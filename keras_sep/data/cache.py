@@ -115,3 +115,8 @@ def cache_tracks(
 
         items = tqdm(tracks, desc=f"caching at {sample_rate} Hz", unit="track", leave=False)
     return [cache_track(t, Path(cache_dir), sample_rate)[0] for t in items]
+
+
+def folder_size(folder: str | os.PathLike) -> int:
+    """Bytes held by the files under ``folder`` (0 if it does not exist)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

@@ -1,12 +1,17 @@
 """Architecture configs: one frozen dataclass per architecture, paper defaults, named presets.
 
 A config holds everything needed to rebuild a model; it is stored in every model
-folder and round-trips through ``to_dict`` / ``from_dict`` (plain JSON types).
+folder and round-trips through ``to_dict`` / ``from_dict`` (plain JSON types). The
+registry of architecture configs lives here, without Keras, so a training config or a
+model folder is checked before any model is built (``models.py`` adds the builders).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -15,6 +20,54 @@ from keras_sep.errors import ConfigError
 SOURCES = ("vocals", "drums", "bass", "other")
 OUTPUT_MODES = ("difference", "direct")
 CONV_IMPLS = ("auto", "native", "phase", "keras")
+
+# What each annotation of a config field accepts (JSON and YAML give lists for tuples).
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a finite number"),
+    "str": ((str,), "a string"),
+    "bool": ((bool,), "true or false"),
+    "dict": ((dict,), "a mapping"),
+    "tuple": ((list, tuple), "a list"),
+    "tuple[str, ...]": ((list, tuple), "a list of strings"),
+}
+
+
+def reject_unknown(keys: Iterable[str], valid: Iterable[str], what: str, hint: str = "") -> None:
+    """Raise ``ConfigError`` naming the unknown ``keys`` and listing the ``valid`` ones."""
+    valid = list(valid)
+    unknown = sorted(set(keys) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; valid: {valid}{hint}")
+
+
+def check_field_types(config: Any, prefix: str = "") -> None:
+    """Check (and normalise) every field of the dataclass ``config`` against its annotation.
+
+    Lists become tuples for tuple fields; a float field takes a numeric string, as YAML 1.1
+    reads ``3e-3`` as one. A wrong type raises ``ConfigError`` naming ``prefix + field``.
+    """
+    for f in dataclasses.fields(config):
+        value, kind = getattr(config, f.name), str(f.type)
+        optional = kind.endswith(" | None")
+        base = kind.removesuffix(" | None")
+        if base not in _KINDS or (optional and value is None):
+            continue  # Any: checked by the class itself
+        if base == "float" and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        types, expected = _KINDS[base]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if ok and base == "float":
+            ok = math.isfinite(value)
+        if ok and base == "tuple[str, ...]":
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            null = " or null" if optional else ""
+            raise ConfigError(f"{prefix}{f.name} must be {expected}{null}, got {value!r}")
+        if base.startswith("tuple"):
+            value = tuple(value)
+        object.__setattr__(config, f.name, value)
 
 
 @dataclass(frozen=True)
@@ -39,8 +92,6 @@ class BaseConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __post_init__(self) -> None:
-        # JSON gives lists; keep the dataclass hashable and comparable.
-        object.__setattr__(self, "sources", tuple(self.sources))
         if len(self.sources) < 1 or len(set(self.sources)) != len(self.sources):
             raise ConfigError(f"sources must be distinct names, got {list(self.sources)}")
         if self.output not in OUTPUT_MODES:
@@ -86,11 +137,7 @@ class BaseConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BaseConfig:
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(
-                f"unknown {cls.__name__} field(s) {unknown}; valid fields: {cls.field_names()}"
-            )
+        reject_unknown(values, cls.field_names(), f"{cls.__name__} field(s)")
         return cls(**values)
 
     @classmethod
@@ -121,6 +168,7 @@ class WaveUNetConfig(BaseConfig):
     }
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("levels", "filters", "down_kernel", "up_kernel"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -164,6 +212,7 @@ class DilatedConfig(BaseConfig):
     }
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("num_blocks", "layers_per_block", "bottleneck_layers", "filters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -223,3 +272,32 @@ class Architecture:
 
     def config(self, preset: str = "paper", **overrides: Any) -> BaseConfig:
         return self.config_class.preset(preset, **{**self.fixed, **overrides})
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register_config(arch: Architecture) -> None:
+    """Add ``arch`` to the registry (``models.register_architecture`` adds its builder too)."""
+    if arch.name in _REGISTRY:
+        raise ConfigError(f"architecture {arch.name!r} is already registered")
+    _REGISTRY[arch.name] = arch
+
+
+def architecture(name: str) -> Architecture:
+    """The registry entry called ``name``, or ``ConfigError`` listing the valid names."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ConfigError(f"unknown architecture {name!r}; valid names: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def resolve_config(name: str, preset: str = "paper", **overrides: Any) -> BaseConfig:
+    """The config of architecture ``name`` at ``preset`` with ``overrides``, without Keras."""
+    return architecture(name).config(preset, **overrides)
+
+
+register_config(Architecture("wave_u_net", WaveUNetConfig, description="Wave-U-Net baseline"))
+register_config(Architecture("dilated", DilatedConfig, {"dense": False}, "Dilated U-Net"))
+register_config(
+    Architecture("dilated_dense", DilatedConfig, {"dense": True}, "Dilated Dense U-Net")
+)

@@ -9,8 +9,15 @@ from typing import Any
 import keras
 
 from keras_sep import blocks
-from keras_sep.config import Architecture, BaseConfig, DilatedConfig, WaveUNetConfig
-from keras_sep.errors import ConfigError
+from keras_sep.config import (
+    Architecture,
+    BaseConfig,
+    DilatedConfig,
+    WaveUNetConfig,
+    architecture,
+    register_config,
+    resolve_config,
+)
 from keras_sep.precision import policy_scope
 
 
@@ -73,31 +80,23 @@ def dilated_u_net(mixture, cfg: DilatedConfig):
     return x
 
 
-_ARCHITECTURES: dict[str, tuple[Architecture, Callable]] = {}
+# Builders by architecture name; the configs are registered in ``keras_sep.config``.
+_BODIES: dict[str, Callable] = {
+    "wave_u_net": wave_u_net,
+    "dilated": dilated_u_net,
+    "dilated_dense": dilated_u_net,
+}
 
 
 def register_architecture(arch: Architecture, body: Callable) -> None:
     """Add an architecture: ``body(mixture, cfg)`` returns the features fed to the source head."""
-    if arch.name in _ARCHITECTURES:
-        raise ConfigError(f"architecture {arch.name!r} is already registered")
-    _ARCHITECTURES[arch.name] = (arch, body)
-
-
-register_architecture(
-    Architecture("wave_u_net", WaveUNetConfig, description="Wave-U-Net baseline"), wave_u_net
-)
-register_architecture(
-    Architecture("dilated", DilatedConfig, {"dense": False}, "Dilated U-Net"), dilated_u_net
-)
-register_architecture(
-    Architecture("dilated_dense", DilatedConfig, {"dense": True}, "Dilated Dense U-Net"),
-    dilated_u_net,
-)
+    register_config(arch)
+    _BODIES[arch.name] = body
 
 
 def architectures() -> list[str]:
     """Names accepted by ``build``."""
-    return sorted(_ARCHITECTURES)
+    return sorted(_BODIES)
 
 
 def presets(name: str) -> list[str]:
@@ -106,14 +105,12 @@ def presets(name: str) -> list[str]:
 
 
 def _lookup(name: str) -> tuple[Architecture, Callable]:
-    if name not in _ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {name!r}; valid names: {architectures()}")
-    return _ARCHITECTURES[name]
+    return architecture(name), _BODIES[name]
 
 
 def model_config(name: str, preset: str = "paper", **overrides: Any) -> BaseConfig:
     """The resolved config of architecture ``name`` at ``preset`` with ``overrides``."""
-    return _lookup(name)[0].config(preset, **overrides)
+    return resolve_config(name, preset, **overrides)
 
 
 @keras.saving.register_keras_serializable(package="keras_sep")

@@ -1,8 +1,11 @@
 """The training config: defaults are the paper's protocol (section 4); YAML files override them.
 
 A config file sets any of the ``TrainConfig`` fields; ``--set key=value`` on the command line
-overrides it (``--set model.num_blocks=3`` sets an architecture field). Unknown keys fail
-with the list of valid ones. The resolved config is saved in every run folder.
+overrides it (``--set model.num_blocks=3`` sets an architecture field). Each setting lives in
+one place: the model's (segment length, sample rate, layers...) under ``model``, resolved
+through the architecture registry as the config loads, the rest here. Unknown keys, wrong
+types and out-of-range values fail at once with one line. The resolved config is saved in
+every run folder.
 """
 
 from __future__ import annotations
@@ -14,6 +17,15 @@ from typing import Any
 
 import yaml
 
+from keras_sep.config import (
+    BaseConfig,
+    DilatedConfig,
+    WaveUNetConfig,
+    check_field_types,
+    reject_unknown,
+    resolve_config,
+)
+from keras_sep.data.sampler import AUGMENTATIONS
 from keras_sep.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -29,11 +41,11 @@ RUN_RECORD_KEYS = ("backend", "device", "dtype_policy", "replicas", "started_fro
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # Model: a registry name, a preset, and field overrides (e.g. {"dilation": "constant:512"}).
+    # Model: a registry name, a preset, and field overrides (e.g. {"dilation": "constant:512"},
+    # {"segment_length": 8192}); model_config() resolves them.
     architecture: str = "dilated_dense"
     preset: str = "paper"
     model: dict = field(default_factory=dict)
-    segment_length: int = 16384
 
     # Data: "toy" (built-in synthetic songs), MUSDB18 roots (stems or HQ layout) and/or
     # "stems:PATH" folders of song folders.
@@ -76,16 +88,7 @@ class TrainConfig:
     strategy: str = "default"  # tf.distribute: default, mirrored, multiworker
 
     def __post_init__(self) -> None:
-        # YAML 1.1 reads "3e-3" as a string; accept it for float fields.
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if str(f.type).startswith("float") and isinstance(value, str):
-                try:
-                    object.__setattr__(self, f.name, float(value))
-                except ValueError:
-                    raise ConfigError(f"{f.name} must be a number, got {value!r}") from None
-        for name in ("data", "gain", "augmentations", "loudness_db"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_field_types(self)
         for name in ("model", "effect_probability"):
             object.__setattr__(self, name, dict(getattr(self, name)))
         checks = {
@@ -93,6 +96,7 @@ class TrainConfig:
             "mixed_precision": PRECISIONS,
             "strategy": STRATEGIES,
             "loss_reduction": ("sum", "mean"),
+            "jit_compile": ("auto", True, False),
         }
         for name, valid in checks.items():
             if getattr(self, name) not in valid:
@@ -101,11 +105,31 @@ class TrainConfig:
                 )
         if not 0 < self.valid_fraction < 1:
             raise ConfigError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
-        if len(self.gain) != 2:
-            raise ConfigError(f"gain must be [min, max], got {list(self.gain)}")
-        for name in ("epochs", "batch_size", "segment_length", "valid_segments_per_track"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        reject_unknown(self.augmentations, AUGMENTATIONS, "augmentation(s)")
+        if len(self.gain) != 2 or not 0 < self.gain[0] <= self.gain[1]:
+            raise ConfigError(f"gain must be [min, max] with 0 < min <= max, got {self.gain}")
+        positive = ("epochs", "batch_size", "valid_segments_per_track", "toy_seconds")
+        positive += ("learning_rate", "workers", "steps_per_epoch", "early_stopping_patience")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        for name in ("toy_songs", "toy_valid_songs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.remix_probability <= 1:
+            raise ConfigError(f"remix_probability must be in [0, 1], got {self.remix_probability}")
+        # Resolve the model now, so a bad model.* key fails before any data is read.
+        self.model_config()
+
+    def model_config(self) -> BaseConfig:
+        """The architecture config: the registry's ``preset`` with the ``model`` overrides."""
+        try:
+            return resolve_config(self.architecture, self.preset, **self.model)
+        except ConfigError as e:
+            raise ConfigError(
+                f"model of {self.architecture!r} (preset {self.preset!r}): {e}"
+            ) from None
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -133,7 +157,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects key=value, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text}: the value is not valid YAML; quote it") from None
 
 
 def load_config(
@@ -142,9 +169,18 @@ def load_config(
     """Defaults, then the YAML file, then ``values``, then ``key=value`` overrides."""
     settings: dict[str, Any] = {}
     if path:
-        loaded = yaml.safe_load(resolve_config_path(path).read_text()) or {}
+        file = resolve_config_path(path)
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where else ""
+            raise ConfigError(
+                f"{file} is not valid YAML{line} ({getattr(e, 'problem', None) or e}); fix it "
+                "or start from a shipped config (training/configs/)"
+            ) from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must be a YAML mapping of config keys")
+            raise ConfigError(f"{file} must be a YAML mapping of config keys")
         settings.update({k: v for k, v in loaded.items() if k not in RUN_RECORD_KEYS})
     settings.update({k: v for k, v in values.items() if v is not None})
     for text in overrides or []:
@@ -153,10 +189,17 @@ def load_config(
             settings["model"] = {**settings.get("model", {}), key[len("model.") :]: value}
         else:
             settings[key] = value
-    unknown = sorted(set(settings) - set(TrainConfig.field_names()))
-    if unknown:
+    if not isinstance(settings.get("model", {}), dict):
         raise ConfigError(
-            f"unknown training config key(s) {unknown}; valid keys: {TrainConfig.field_names()} "
-            "(architecture fields go under model, e.g. --set model.num_blocks=3)"
+            f"model must be a mapping of architecture fields, got {settings['model']!r}"
         )
+    model_fields = sorted(
+        set(settings) & {*DilatedConfig.field_names(), *WaveUNetConfig.field_names()}
+    )
+    hint = (
+        f" ({', '.join(model_fields)}: a model field, so set model.{model_fields[0]})"
+        if model_fields
+        else " (architecture fields go under model, e.g. --set model.num_blocks=3)"
+    )
+    reject_unknown(settings, TrainConfig.field_names(), "training config key(s)", hint)
     return TrainConfig(**settings)

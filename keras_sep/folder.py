@@ -10,13 +10,17 @@ written under JAX loads under TensorFlow and vice versa.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from keras_sep.errors import ModelFolderError
+from keras_sep.errors import KerasSepError, ModelFolderError
 from keras_sep.files import atomic_write_text, staged_file
 from keras_sep.version import __version__
 
@@ -25,6 +29,13 @@ WEIGHTS_FILE = "model.weights.h5"
 FORMAT = "keras-sep-model/1"
 # Config fields that change how a model computes, not its weights: safe to override on load.
 RUNTIME_FIELDS = ("conv_impl", "segment_length")
+KERAS_SUFFIX = ".keras"
+# How Keras names our class inside a .keras file (register_keras_serializable).
+REGISTERED_NAME = "keras_sep>SeparationModel"
+HINT = (
+    f"expected a keras-sep model folder ({CONFIG_FILE} + {WEIGHTS_FILE}, written by training "
+    f"or keras_sep.save) or a {KERAS_SUFFIX} file saved from a keras-sep model"
+)
 
 
 def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
@@ -60,87 +71,158 @@ def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = Non
     return folder
 
 
-def read_info(folder: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``config.json`` of a model folder, checked enough to build from."""
-    folder = Path(folder)
-    hint = (
-        f"a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} "
-        "(written by training or keras_sep.save)"
-    )
-    if not folder.exists():
-        raise ModelFolderError(f"model folder {folder} does not exist; {hint}")
-    if not folder.is_dir():
-        raise ModelFolderError(f"{folder} is a file, not a model folder; {hint}")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise ModelFolderError(f"{folder} is not a model folder: {name} is missing; {hint}")
+def is_keras_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a ``.keras`` file (rather than a model folder)."""
+    return Path(path).suffix == KERAS_SUFFIX and not Path(path).is_dir()
+
+
+def _read_keras_file_info(path: Path) -> dict[str, Any]:
+    """The model description inside a ``.keras`` file (a zip), read without Keras."""
     try:
-        info = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFolderError(f"{folder / CONFIG_FILE} is not valid JSON ({e}); {hint}") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        with zipfile.ZipFile(path) as archive:
+            saved = json.loads(archive.read("config.json"))
+    except (OSError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError) as e:
+        reason = "no such file" if isinstance(e, FileNotFoundError) else "not a .keras archive"
         raise ModelFolderError(
-            f"{folder / CONFIG_FILE} is not a keras-sep model config (expected format {FORMAT!r})"
+            f"{path} cannot be read as a Keras model ({reason}); {HINT}"
+        ) from None
+    if not isinstance(saved, dict) or saved.get("registered_name") != REGISTERED_NAME:
+        kind = saved.get("class_name") if isinstance(saved, dict) else None
+        raise ModelFolderError(
+            f"{path} holds a plain Keras model ({kind or 'unknown class'}), not a keras-sep "
+            f"model; {HINT}"
         )
+    config = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+    return {"format": FORMAT, **{k: config[k] for k in ("architecture", "config") if k in config}}
+
+
+def read_info(folder: str | os.PathLike) -> dict[str, Any]:
+    """The parsed description of a model folder or ``.keras`` file, checked enough to build from."""
+    folder = Path(folder)
+    if is_keras_file(folder):
+        info = _read_keras_file_info(folder)
+        config_path = folder
+    else:
+        if not folder.exists():
+            raise ModelFolderError(f"model folder {folder} does not exist; {HINT}")
+        if not folder.is_dir():
+            raise ModelFolderError(f"{folder} is a file, not a model folder; {HINT}")
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (folder / name).is_file():
+                raise ModelFolderError(f"{folder} is not a model folder: {name} is missing; {HINT}")
+        config_path = folder / CONFIG_FILE
+        try:
+            info = json.loads(config_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelFolderError(f"{config_path} is not valid JSON ({e}); {HINT}") from None
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            raise ModelFolderError(
+                f"{config_path} is not a keras-sep model config (expected format {FORMAT!r})"
+            )
     missing = [k for k in ("architecture", "config") if k not in info]
     if missing:
-        raise ModelFolderError(f"{folder / CONFIG_FILE} lacks {missing}; {hint}")
+        raise ModelFolderError(f"{config_path} lacks {missing}; {HINT}")
+    if not isinstance(info["architecture"], str) or not isinstance(info["config"], dict):
+        raise ModelFolderError(
+            f"{config_path}: 'architecture' must be a name and 'config' a mapping of fields"
+        )
     return info
 
 
 def read_config(folder: str | os.PathLike) -> tuple[str, Any]:
-    """(architecture name, resolved config) of a model folder, without building the model."""
-    from keras_sep.errors import KerasSepError
-    from keras_sep.models import model_config
+    """(architecture name, resolved config) of a model folder, without building it or Keras."""
+    from keras_sep.config import resolve_config
 
     info = read_info(folder)
+    with _invalid_config(folder):
+        return info["architecture"], resolve_config(info["architecture"], **info["config"])
+
+
+@contextlib.contextmanager
+def _invalid_config(folder: str | os.PathLike) -> Iterator[None]:
+    """Report a config that fails validation as a bad model folder, naming the file."""
     try:
-        return info["architecture"], model_config(info["architecture"], **info["config"])
+        yield
     except KerasSepError as e:
-        raise ModelFolderError(
-            f"{Path(folder) / CONFIG_FILE} does not describe a valid model: {e}"
-        ) from None
+        where = folder if is_keras_file(folder) else Path(folder) / CONFIG_FILE
+        raise ModelFolderError(f"{where} does not describe a valid model: {e}") from None
 
 
 def load(folder: str | os.PathLike, precision: str | None = None, **overrides: Any):
-    """Load a model folder (or a ``.keras`` file) as a ``SeparationModel``.
+    """Load a model folder (or a ``.keras`` file of ours) as a ``SeparationModel``.
 
     ``precision`` ("auto", "float32", "bfloat16"; see ``keras_sep.precision``) sets the
     compute precision; the float32 weights load as they are. None: float32 for a folder,
     the saved precision for a ``.keras`` file. ``overrides`` may change fields that do not
     affect the weights (``conv_impl``, ``segment_length``), e.g.
-    ``load(folder, conv_impl="native")``.
+    ``load(folder, conv_impl="native")``. Anything that is not a keras-sep model raises
+    ``ModelFolderError`` saying what it is.
     """
-    from keras_sep.errors import KerasSepError
     from keras_sep.models import SeparationModel
     from keras_sep.precision import convert, resolve
 
     path = Path(folder)
-    if path.suffix == ".keras" and path.is_file() and not overrides:
-        import keras
-
-        return convert(keras.models.load_model(path), precision)
     bad = sorted(set(overrides) - set(RUNTIME_FIELDS))
     if bad:
         raise ModelFolderError(
             f"cannot override {bad} when loading; allowed: {list(RUNTIME_FIELDS)}"
         )
     info = read_info(path)
+    if is_keras_file(path):
+        # Checked as ours, with a valid config, before Keras reads it (in safe mode).
+        read_config(path)
+        saved = _checked(path, lambda: _load_keras_file(path))
+        if not overrides:
+            model = convert(saved, precision)
+            model.folder_info = info
+            return model
     chosen = resolve(precision or "float32")
-    try:
+    with _invalid_config(path):
         model = SeparationModel(
             info["architecture"], {**info["config"], **overrides}, precision=chosen
         )
-    except KerasSepError as e:
-        raise ModelFolderError(
-            f"{path / CONFIG_FILE} does not describe a valid model: {e}"
-        ) from None
-    try:
-        model.load_weights(path / WEIGHTS_FILE)
-    except Exception as e:  # Keras raises ValueError / OSError / KeyError for bad files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelFolderError(
-            f"{path / WEIGHTS_FILE} does not fit the model in {CONFIG_FILE}: {reason}"
-        ) from None
+    if is_keras_file(path):
+        model.set_weights(saved.get_weights())
+    else:
+        _checked(path / WEIGHTS_FILE, lambda: model.load_weights(path / WEIGHTS_FILE))
     model.folder_info = info
     return model
+
+
+def _load_keras_file(path: Path):
+    import keras
+
+    return keras.models.load_model(path, compile=False)
+
+
+def _checked(source: Path, step: Callable[[], Any]) -> Any:
+    """``step()``, which reads weights from ``source``, with its failures as one line.
+
+    Keras reports a mismatch as pages of warnings (one per skipped layer) and an error
+    message with an example; both become one ``ModelFolderError`` naming the file.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = step()
+        except KerasSepError:
+            raise
+        except Exception as e:  # Keras raises ValueError / OSError / KeyError for bad files
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelFolderError(
+                f"{source} does not fit the model it describes: {reason.rstrip(':')}"
+                f"{_warned(caught)}; {HINT}"
+            ) from None
+    skipped = [w for w in caught if issubclass(w.category, UserWarning)]
+    if skipped:
+        raise ModelFolderError(
+            f"{source} does not fit the model it describes{_warned(skipped)}; {HINT}"
+        )
+    return result
+
+
+def _warned(caught: list) -> str:
+    if not caught:
+        return ""
+    first = str(caught[0].message).split(".")[0]
+    return f" (Keras warned {len(caught)} time(s), first: {first})"

@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.fft
 
 from keras_sep.audio import fit_length
 
@@ -156,6 +155,8 @@ def _cross_correlations(
     sides; the cross-spectra of all blocks are summed (one matrix product per frequency)
     before a single small inverse FFT, so the cost is about one FFT of every signal.
     """
+    import scipy.fft  # here, not at the top: the CLI's --help imports this module
+
     n = x.shape[0]
     hop = size - 2 * max_lag
     starts = list(range(0, n, hop))
@@ -242,6 +243,8 @@ def _bss_eval(
     workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """BSSEval v4 of prepared signals; ``workers``: threads per FFT (None: one)."""
+    import scipy.fft  # here, not at the top: the CLI's --help imports this module
+
     (n, pc), nsrc = x.refs.shape, x.nsrc
     starts, width = frame_starts(n, window, hop)
     out = {m: np.full((nsrc, len(starts)), np.nan) for m in METRICS}

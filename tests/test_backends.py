@@ -101,7 +101,7 @@ TF_FREE = textwrap.dedent(
     assert model.predict_on_batch(x)["vocals"].shape == (1, 300, 2)
     sys.argv = ["train.py", "--config", "dilated_dense", "--data", "toy", "--set", "preset=tiny",
                 "--set", "toy_songs=2", "--set", "toy_valid_songs=1", "--set", "toy_seconds=3",
-                "--set", "segment_length=2048", "--set", "batch_size=4",
+                "--set", "model.segment_length=2048", "--set", "batch_size=4",
                 "--set", "steps_per_epoch=4", "--epochs", "2", "--out", sys.argv[1],
                 "--cache-dir", sys.argv[2], "--quiet"]
     try:

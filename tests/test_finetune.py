@@ -51,9 +51,7 @@ def source_run(tmp_path_factory):
 
 def samplers(cfg):
     """The training and validation samplers train() draws from for ``cfg``."""
-    model_cfg = keras_sep.model_config(
-        cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model
-    )
+    model_cfg = cfg.model_config()
     tracks = load_tracks(cfg, model_cfg.sample_rate, model_cfg.sources, progress=False)
     train_sampler, valid_sampler = make_samplers(cfg, model_cfg, *tracks[:2])
     return train_sampler(), valid_sampler
@@ -135,7 +133,7 @@ def test_init_from_bundled_lowers_the_loss_on_toy_data(tmp_path):
             "toy_songs=2",
             "toy_valid_songs=1",
             "toy_seconds=4",
-            "segment_length=4096",
+            "model.segment_length=4096",
             "batch_size=4",
             "steps_per_epoch=16",
             "epochs=1",

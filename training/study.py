@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from keras_sep.config import reject_unknown
 from keras_sep.errors import ConfigError, DataError
 from keras_sep.files import atomic_write_text
 from keras_sep.training.config import TrainConfig, load_config, resolve_config_path
@@ -153,18 +154,11 @@ class Study:
         }
 
 
-def _model_config(cfg: TrainConfig):
-    from keras_sep.models import model_config
-
-    return model_config(
-        cfg.architecture, cfg.preset, segment_length=cfg.segment_length, **cfg.model
-    )
-
-
 def _check_keys(values: dict, valid: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {list(valid)}")
+    try:
+        reject_unknown(values, valid, "key(s)")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _claim(value: Any, labels: list[str], where: str) -> Claim:
@@ -262,7 +256,7 @@ def load_study(
         config_path = str(local) if local.is_file() else str(config)
         try:
             cfg = load_config(config_path, list(overrides), data=tuple(data))
-            model_configs[label] = _model_config(cfg)
+            model_configs[label] = cfg.model_config()
         except ConfigError as e:
             raise ConfigError(f"{where}, variant {label!r}: {e}") from None
         configs[label], files[label] = cfg, str(config)

@@ -133,7 +133,7 @@ def scale_info(
     facts = {
         "scale": study.scale,
         "preset": _common({c.preset for c in cfgs}),
-        "segment_length": _common({c.segment_length for c in cfgs}),
+        "segment_length": _common({c.model_config().segment_length for c in cfgs}),
         "sample_rate": study.sample_rate,
         "batch_size": _common({c.batch_size for c in cfgs}),
         "learning_rate": _common({c.learning_rate for c in cfgs}),

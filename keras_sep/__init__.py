@@ -7,6 +7,7 @@ stems = keras_sep.separate(model, mixture)   # mixture: (time, channels) at mode
 """
 
 import os
+import sys
 from pathlib import Path
 
 # TensorFlow's C++ log would precede every keras-sep command: INFO lines (CPU feature
@@ -20,8 +21,8 @@ DEFAULT_MODEL = str(Path(__file__).parent / "pretrained" / "demo")
 
 # Attributes resolve on first use (PEP 562), so `import keras_sep` and the CLI's --help do
 # not import Keras: the models, and the Keras classes they register, load when needed.
-# keras.models.load_model reads our .keras files once keras_sep.models is imported
-# (keras_sep.load does that for you).
+# keras.models.load_model reads our .keras files once keras_sep.models is imported:
+# keras_sep.load does that, and so does `import keras_sep` after `import keras` (below).
 _LAZY = {
     "SOURCES": "keras_sep.config",
     "DilatedConfig": "keras_sep.config",
@@ -70,3 +71,8 @@ __all__ = [
     "save",
     "separate",
 ]
+
+if "keras" in sys.modules:
+    # Keras is loaded already, so registering our classes costs little: keras-hub style,
+    # `import keras; import keras_sep; keras.models.load_model("ours.keras")` works.
+    import keras_sep.models  # noqa: E402, F401

@@ -33,12 +33,19 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def reject_unknown(keys: Iterable[str], valid: Iterable[str], what: str, hint: str = "") -> None:
-    """Raise ``ConfigError`` naming the unknown ``keys`` and listing the ``valid`` ones."""
+def reject_unknown(
+    keys: Iterable[str], valid: Iterable[str], noun: str, owner: str = "", hint: str = ""
+) -> None:
+    """Raise ``ConfigError`` naming the unknown ``keys`` and listing the ``valid`` ones.
+
+    E.g. "unknown DilatedConfig field(s) ['filter']; valid fields: [...]" for
+    ``noun="field"``, ``owner="DilatedConfig"``; ``hint`` is appended.
+    """
     valid = list(valid)
     unknown = sorted(set(keys) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown {what} {unknown}; valid: {valid}{hint}")
+        what = f"{owner} {noun}" if owner else noun
+        raise ConfigError(f"unknown {what}(s) {unknown}; valid {noun}s: {valid}{hint}")
 
 
 def check_field_types(config: Any, prefix: str = "") -> None:
@@ -137,7 +144,7 @@ class BaseConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BaseConfig:
-        reject_unknown(values, cls.field_names(), f"{cls.__name__} field(s)")
+        reject_unknown(values, cls.field_names(), "field", cls.__name__)
         return cls(**values)
 
     @classmethod

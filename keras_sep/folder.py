@@ -168,10 +168,9 @@ def load(folder: str | os.PathLike, precision: str | None = None, **overrides: A
             f"cannot override {bad} when loading; allowed: {list(RUNTIME_FIELDS)}"
         )
     info = read_info(path)
+    read_config(path)  # a bad config fails first, before any precision note or Keras
     if is_keras_file(path):
-        # Checked as ours, with a valid config, before Keras reads it (in safe mode).
-        read_config(path)
-        saved = _checked(path, lambda: _load_keras_file(path))
+        saved = _checked(path, lambda: _load_keras_file(path))  # safe mode: no code runs
         if not overrides:
             model = convert(saved, precision)
             model.folder_info = info

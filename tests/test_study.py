@@ -184,7 +184,7 @@ def test_spec_errors_name_what_to_fix(tmp_path, capsys):
                 str(tmp_path / "out"),
             ]
         )
-        == 2
+        == 1  # a missing dataset is a failure, not a usage error
     )
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -105,7 +105,7 @@ class TrainConfig:
                 )
         if not 0 < self.valid_fraction < 1:
             raise ConfigError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
-        reject_unknown(self.augmentations, AUGMENTATIONS, "augmentation(s)")
+        reject_unknown(self.augmentations, AUGMENTATIONS, "augmentation")
         if len(self.gain) != 2 or not 0 < self.gain[0] <= self.gain[1]:
             raise ConfigError(f"gain must be [min, max] with 0 < min <= max, got {self.gain}")
         positive = ("epochs", "batch_size", "valid_segments_per_track", "toy_seconds")
@@ -201,5 +201,5 @@ def load_config(
         if model_fields
         else " (architecture fields go under model, e.g. --set model.num_blocks=3)"
     )
-    reject_unknown(settings, TrainConfig.field_names(), "training config key(s)", hint)
+    reject_unknown(settings, TrainConfig.field_names(), "key", "training config", hint)
     return TrainConfig(**settings)

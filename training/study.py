@@ -156,7 +156,7 @@ class Study:
 
 def _check_keys(values: dict, valid: tuple[str, ...], where: str) -> None:
     try:
-        reject_unknown(values, valid, "key(s)")
+        reject_unknown(values, valid, "key")
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
 

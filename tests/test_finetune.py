@@ -98,7 +98,7 @@ def test_init_from_refuses_a_mismatched_config(tmp_path, source_run, capsys):
     assert "architecture dilated_dense (source) vs wave_u_net (config)" in err
     assert "--config dilated_dense --set model.num_blocks=3 --set model.filters=4" in err
     assert not (tmp_path / "r").exists()
-    assert main(["--config", "dilated_dense", "--init-from", str(tmp_path), *args[:4]]) == 2
+    assert main(["--config", "dilated_dense", "--init-from", str(tmp_path), *args[:4]]) == 1
     assert "config.json is missing" in capsys.readouterr().err
 
 

@@ -106,21 +106,21 @@ def test_a_folder_of_stems_trains(tmp_path, capsys):
     # One song cannot be split into training and validation songs.
     one = tmp_path / "one"
     shutil.copytree(root / "song 0", one / "song 0")
-    assert main([*run_args(tmp_path, "--stems-root", str(one)), "--out", str(out / "x")]) == 2
+    assert main([*run_args(tmp_path, "--stems-root", str(one)), "--out", str(out / "x")]) == 1
     # Found when the songs are listed, after the device line: one line says what is wrong.
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == "training on tensorflow, device: CPU" and len(lines) == 2, lines
     assert lines[1].startswith("error: holding out validation songs needs at least 2 songs, got 1")
     # A MUSDB tree passed as a stems root says which flag it needs.
     tree = toy.write_musdb_tree(tmp_path / "tree", train=1, valid=0, test=0, seconds=1.0)
-    assert main([*run_args(tmp_path, "--stems-root", str(tree)), "--out", str(out / "y")]) == 2
+    assert main([*run_args(tmp_path, "--stems-root", str(tree)), "--out", str(out / "y")]) == 1
     assert "use --musdb-root" in capsys.readouterr().err
 
 
 def test_a_missing_root_fails_in_one_line_before_anything_else(tmp_path, capsys):
     for flag in ("--musdb-root", "--stems-root"):
         args = run_args(tmp_path, flag, str(tmp_path / "missing"))
-        assert main([*args, "--out", str(tmp_path / "run")]) == 2
+        assert main([*args, "--out", str(tmp_path / "run")]) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
         assert "missing does not exist" in err

@@ -12,7 +12,6 @@ how keras-sep measures models on music that sounds produced (docs/separation.md)
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: import the package, not this f
 from keras_sep.audio import write_audio  # noqa: E402
 from keras_sep.data.production import produce_song  # noqa: E402
 from keras_sep.data.tracks import musdb_tracks  # noqa: E402
-from keras_sep.errors import KerasSepError  # noqa: E402
+from keras_sep.errors import ArgumentParser, command  # noqa: E402
 
 
 def song_rng(seed: int, name: str) -> np.random.Generator:
@@ -61,19 +60,16 @@ def produce_tree(
     return names
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("source", help="MUSDB18-layout root to read")
     p.add_argument("out", help="root to write the produced songs to")
     p.add_argument("--subset", default="test", choices=["train", "test"])
     p.add_argument("--seed", type=int, default=7, help="fixes every song's chain")
     p.add_argument("--loudness", type=float, nargs=2, default=[-14.0, -12.0], metavar="DB")
     args = p.parse_args(argv)
-    try:
-        names = produce_tree(args.source, args.out, args.subset, args.seed, tuple(args.loudness))
-    except KerasSepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    names = produce_tree(args.source, args.out, args.subset, args.seed, tuple(args.loudness))
     print(f"produced {len(names)} songs into {Path(args.out) / args.subset}")
     return 0
 

@@ -29,32 +29,59 @@ def same_padding(kernel_size: int, dilation: int, transpose: bool = False) -> tu
 
 
 @functools.cache
-def _accelerator_prefers_phase() -> bool:
-    # Measured on an H100 under JAX (FACTS.md): space-to-batch made the paper DDU training
-    # step 3.2x faster, while on a 2-core CPU it made the forward pass 2.9x slower.
-    # Other backends on GPUs are unmeasured, so they keep the native kernels.
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
+def on_accelerator() -> bool:
+    """Whether the Keras backend computes on a GPU (imports only that backend's framework)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
 
-    return jax.default_backend() in ("gpu", "cuda", "rocm")
+        return jax.default_backend() in ("gpu", "cuda", "rocm")
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def auto_impl(backend: str, accelerator: bool, dilation: int) -> str:
+    """The formulation ``auto`` picks for one layer: the fastest measured there.
+
+    Measured on an H100/H200 (docs/performance.md): under JAX, space-to-batch made the
+    paper DDU training step 3x faster than plain Keras layers; under PyTorch the plain
+    Keras layers were fastest (our flipped-kernel convolution 25% slower, space-to-batch 2x
+    slower), so torch computes exactly as ``keras.layers.Conv1D`` / ``Conv1DTranspose``
+    do. On CPUs the native dilated convolution is as fast as the plain layers and also
+    runs on TensorFlow, whose CPU kernel refuses dilated transposed convolutions.
+    """
+    if backend == "torch":
+        return "keras"
+    if backend == "jax" and accelerator and dilation > 1:
+        return "phase"
+    return "native"
 
 
 def resolve_impl(impl: str, dilation: int) -> str:
-    """The formulation 'auto' stands for on this backend and device."""
+    """The formulation ``impl`` stands for on this backend and device.
+
+    "native", "phase" or "keras" (what the plain Keras layers call); "phase" only where
+    the layer is dilated, since the formulations coincide otherwise.
+    """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv impl must be one of {list(CONV_IMPLS)}, got {impl!r}")
-    if dilation == 1 or impl == "keras":
-        return "native"  # the formulations coincide; "keras" layers are built in blocks.py
     if impl == "auto":
-        return "phase" if _accelerator_prefers_phase() else "native"
-    return impl
+        impl = auto_impl(keras.backend.backend(), on_accelerator(), dilation)
+    return "native" if impl == "phase" and dilation == 1 else impl
 
 
 def dilated_conv(x, kernel, dilation: int, padding: tuple[int, int], impl: str = "native"):
     """Stride-1 convolution of ``x`` (batch, time, in) with ``kernel`` (k, in, out).
 
-    ``padding`` zeros are added on the left and right of the time axis first. With
+    ``padding`` zeros are added on the left and right of the time axis first ("keras"
+    computes as "native", which is what ``keras.layers.Conv1D`` calls). With
     ``impl="phase"`` the dilated convolution runs as an undilated one over the
     ``dilation`` interleaved phases of the signal (space-to-batch); the result is the same.
     """
@@ -90,7 +117,8 @@ class DilatedConv1D(keras.layers.Layer):
 
     Weights are named and shaped like ``keras.layers.Conv1D``'s (kernel: k x in x out),
     so they can be copied either way. ``impl`` picks the formulation: "native",
-    "phase" (space-to-batch) or "auto" (per backend and device); all give the same result.
+    "phase" (space-to-batch), "keras" (the plain Keras layers' computation) or "auto" (per
+    backend, device and layer: ``auto_impl``); all give the same result.
     """
 
     transpose = False
@@ -129,16 +157,23 @@ class DilatedConv1D(keras.layers.Layer):
         )
 
     def call(self, inputs):
+        impl = resolve_impl(self.impl, self.dilation_rate)
         kernel = self.kernel
-        if self.transpose:
-            kernel = ops.transpose(ops.flip(kernel, axis=0), (0, 2, 1))
-        y = dilated_conv(
-            inputs,
-            kernel,
-            self.dilation_rate,
-            same_padding(self.kernel_size, self.dilation_rate, self.transpose),
-            resolve_impl(self.impl, self.dilation_rate),
-        )
+        if self.transpose and impl == "keras":
+            # keras.layers.Conv1DTranspose's own computation (the fastest under PyTorch).
+            y = ops.conv_transpose(
+                inputs,
+                kernel,
+                1,
+                "same",
+                dilation_rate=self.dilation_rate,
+                data_format="channels_last",
+            )
+        else:
+            if self.transpose:
+                kernel = ops.transpose(ops.flip(kernel, axis=0), (0, 2, 1))
+            padding = same_padding(self.kernel_size, self.dilation_rate, self.transpose)
+            y = dilated_conv(inputs, kernel, self.dilation_rate, padding, impl)
         y = ops.add(y, self.bias)
         return self.activation(y) if self.activation is not None else y
 

@@ -19,6 +19,7 @@ from keras_sep.config import (
     resolve_config,
 )
 from keras_sep.precision import policy_scope
+from keras_sep.tuning import apply_backend_tuning
 
 
 def wave_u_net(mixture, cfg: WaveUNetConfig):
@@ -131,6 +132,7 @@ class SeparationModel(keras.Model):
         **kwargs,
     ):
         arch, body = _lookup(architecture)
+        apply_backend_tuning()  # cuDNN autotuning and TF32 under torch on CUDA (tuning.py)
         cfg = config if isinstance(config, BaseConfig) else arch.config_class.from_dict(config)
         scope = policy_scope(precision) if precision else contextlib.nullcontext()
         with scope:

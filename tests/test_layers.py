@@ -1,7 +1,8 @@
 """Our convolution layers compute exactly what Keras's Conv1D / Conv1DTranspose compute.
 
-Both formulations ("native" dilated conv and "phase" space-to-batch), odd and even
-kernels, lengths that are not a multiple of the dilation. Runs on every backend.
+Every formulation ("native" dilated conv, "phase" space-to-batch, "keras" the plain layers'
+own computation), odd and even kernels, lengths that are not a multiple of the dilation.
+Runs on every backend.
 """
 
 import keras
@@ -13,6 +14,8 @@ from keras_sep.layers import (
     DilatedConv1D,
     DilatedConv1DTranspose,
     LinearUpsample1D,
+    auto_impl,
+    on_accelerator,
     resolve_impl,
     same_padding,
 )
@@ -29,6 +32,17 @@ CASES = [
     (5, 8, 13),
     (15, 8, 64),
     (15, 2, 3),
+]
+
+IMPLS = ["native", "phase", "keras"]
+# TF's CPU kernel refuses dilated transposed convolutions ("Current CPU implementations do
+# not yet support dilation rates larger than 1"): the reason this layer exists. So the
+# plain layers' own computation is compared there only where it runs.
+TRANSPOSE_CASES = [
+    (k, d, t, impl)
+    for k, d, t in CASES
+    for impl in IMPLS
+    if not (impl == "keras" and d > 1 and BACKEND == "tensorflow" and not on_accelerator())
 ]
 
 
@@ -61,7 +75,7 @@ def copy_of(reference, ours_cls, x, **kwargs):
     return ours
 
 
-@pytest.mark.parametrize("impl", ["native", "phase"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("k,d,t", CASES)
 def test_conv_matches_keras_conv1d(k, d, t, impl):
     x = np.random.default_rng(k * 100 + d + t).standard_normal((2, t, 3)).astype("float32")
@@ -71,17 +85,14 @@ def test_conv_matches_keras_conv1d(k, d, t, impl):
     np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["native", "phase"])
-@pytest.mark.parametrize("k,d,t", CASES)
+@pytest.mark.parametrize("k,d,t,impl", TRANSPOSE_CASES)
 def test_transpose_matches_keras_conv1d_transpose(k, d, t, impl):
     x = np.random.default_rng(k * 100 + d + t).standard_normal((2, t, 3)).astype("float32")
     reference = keras.layers.Conv1DTranspose(4, k, padding="same", dilation_rate=d)
     reference.build(x.shape)
     kernel, bias = reference.get_weights()
     if BACKEND == "tensorflow" and d > 1:
-        # TF's CPU kernel refuses dilated transposed convolutions ("Current CPU
-        # implementations do not yet support dilation rates larger than 1"), the reason
-        # this layer exists; compare with the definition instead.
+        # See TRANSPOSE_CASES: compare with the definition instead.
         expected = conv_transpose_reference(x, kernel, bias, d)
     else:
         expected = numpy(reference(x))
@@ -108,9 +119,28 @@ def test_impl_resolution():
     assert resolve_impl("phase", 1) == "native"  # identical when undilated
     assert resolve_impl("phase", 4) == "phase"
     assert resolve_impl("native", 4) == "native"
-    assert resolve_impl("auto", 4) in ("native", "phase")
+    assert resolve_impl("keras", 4) == "keras"
+    for d in (1, 4):
+        assert resolve_impl("auto", d) == auto_impl(BACKEND, on_accelerator(), d)
     with pytest.raises(ValueError, match="conv impl"):
         resolve_impl("fast", 2)
+
+
+@pytest.mark.parametrize(
+    "backend,accelerator,dilation,expected",
+    [
+        ("jax", True, 4, "phase"),  # 3x faster DDU step on an H100/H200
+        ("jax", True, 1, "native"),  # undilated: nothing to gain from phases
+        ("jax", False, 4, "native"),  # CPUs keep what was measured there
+        ("torch", True, 4, "keras"),  # the plain layers were fastest under torch on GPU
+        ("torch", True, 1, "keras"),
+        ("torch", False, 4, "keras"),
+        ("tensorflow", True, 4, "native"),
+        ("tensorflow", False, 4, "native"),  # runs where the plain transposed layer cannot
+    ],
+)
+def test_auto_picks_per_backend_device_and_layer(backend, accelerator, dilation, expected):
+    assert auto_impl(backend, accelerator, dilation) == expected
 
 
 def test_decimate_and_linear_upsample():

@@ -3,14 +3,20 @@
 For each architecture (paper preset by default) and each conv formulation ("keras": the
 plain keras.layers.Conv1D / Conv1DTranspose build; "auto": ours, which picks native or
 space-to-batch per backend and device), each precision (float32, mixed_bfloat16):
-parameters, GFLOP per 16384-sample stereo segment (forward), training step time at
+parameters, GFLOP per 16384-sample stereo segment (forward), the first training step
+(compiling it, under JAX the XLA compile and autotuning), the training step time at
 batch 16, achieved TFLOP/s (training counted as 3x the forward FLOPs), and the
-separation real-time factor of a 30 s stereo song through the shared routine.
+separation real-time factor of a 30 s stereo song through the shared routine
+(``--song-seconds 0`` skips it). A row is printed as soon as it is measured; a variant
+that fails prints its error in the row and the others go on.
 
 Runs under the current KERAS_BACKEND (tensorflow, jax or torch), on CPU or GPU:
 
     KERAS_BACKEND=jax python benchmarks/training_speed.py                  # the GPU table
     KERAS_BACKEND=jax python benchmarks/training_speed.py --presets tiny --batch 2 --steps 2
+
+Under torch on CUDA, models are built with cuDNN autotuning and TF32 on unless
+KERAS_SEP_TORCH_TUNING=0 (keras_sep/tuning.py); the header says which.
 
 TensorFlow's CPU kernels cannot run the plain build's dilated transposed convolutions, so
 "keras" rows are skipped there.
@@ -26,24 +32,11 @@ import numpy as np
 
 import keras_sep
 from keras_sep.analysis import model_stats
+from keras_sep.layers import on_accelerator
 from keras_sep.separate import separate
+from keras_sep.tuning import apply_backend_tuning
 
 SEGMENT = 16384
-
-
-def on_gpu() -> bool:
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() == "gpu"
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def sync(value) -> None:
@@ -51,16 +44,19 @@ def sync(value) -> None:
     keras.ops.convert_to_numpy(keras.ops.sum(value))
 
 
-def step_seconds(model, batch: int, steps: int, jit) -> float:
+def step_seconds(model, batch: int, steps: int, jit) -> tuple[float, float]:
+    """(seconds of the first step, which compiles; seconds per step after it)."""
     model.compile(keras.optimizers.Adam(1e-4), loss="mse", jit_compile=jit)
     x = np.random.default_rng(0).uniform(-0.5, 0.5, (batch, SEGMENT, 2)).astype("float32")
     y = {s: x / 4 for s in model.sources}
-    sync(model.train_on_batch(x, y))  # compile
+    started = time.perf_counter()
+    sync(model.train_on_batch(x, y))
+    first = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(steps):
         loss = model.train_on_batch(x, y)
     sync(loss)
-    return (time.perf_counter() - started) / steps
+    return first, (time.perf_counter() - started) / steps
 
 
 def separation_rtf(model, seconds: float, batch: int) -> float:
@@ -86,37 +82,48 @@ def main() -> None:
     p.add_argument("--jit", choices=["auto", "true", "false"], default="auto")
     args = p.parse_args()
     jit = {"true": True, "false": False}.get(args.jit, "auto")
-    backend, gpu = keras.backend.backend(), on_gpu()
+    backend, gpu = keras.backend.backend(), on_accelerator()
+    tuning = ", torch tuning: " + (", ".join(apply_backend_tuning()) or "none")
     print(
         f"backend {backend}, {'GPU' if gpu else 'CPU'}, batch {args.batch} x {SEGMENT}, "
-        f"jit_compile={args.jit}"
+        f"jit_compile={args.jit}{tuning if backend == 'torch' else ''}"
     )
     print(
-        "| model | preset | conv | precision | params | GFLOP/segment | step | TFLOP/s | "
-        "separate RTF |"
+        "| model | preset | conv | precision | batch | params | GFLOP/segment | first step | "
+        "step | TFLOP/s | separate RTF |"
     )
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 11, flush=True)
     for preset in args.presets:
         for arch in args.archs:
             for impl in args.impls:
                 if impl == "keras" and backend == "tensorflow" and arch != "wave_u_net" and not gpu:
                     continue  # TF's CPU kernel refuses dilated transposed convolutions
                 for precision in args.precisions:
-                    keras.mixed_precision.set_global_policy(precision)
-                    keras.utils.set_random_seed(0)
-                    model = keras_sep.build(arch, preset=preset, conv_impl=impl)
-                    stats = model_stats(model)
-                    gflop = stats.gflop(SEGMENT)
-                    step = step_seconds(model, args.batch, args.steps, jit)
-                    tflops = 3 * gflop * args.batch / step / 1e3
-                    rtf = separation_rtf(model, args.song_seconds, args.separate_batch)
-                    print(
-                        f"| {arch} | {preset} | {impl} | {precision} | "
-                        f"{stats.params / 1e6:.2f} M | {gflop:.1f} | {step:.3f} s | "
-                        f"{tflops:.2f} | {rtf:.4f} |",
-                        flush=True,
-                    )
+                    row = f"| {arch} | {preset} | {impl} | {precision} | {args.batch} | "
+                    try:
+                        row += measure(arch, preset, impl, precision, args, jit)
+                    except Exception as e:  # one failed variant must not hide the others
+                        row += f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]} |"
+                    print(row, flush=True)
     keras.mixed_precision.set_global_policy("float32")
+
+
+def measure(arch: str, preset: str, impl: str, precision: str, args, jit) -> str:
+    """The measured columns of one row."""
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(0)
+    model = keras_sep.build(arch, preset=preset, conv_impl=impl)
+    stats = model_stats(model)
+    gflop = stats.gflop(SEGMENT)
+    first, step = step_seconds(model, args.batch, args.steps, jit)
+    tflops = 3 * gflop * args.batch / step / 1e3
+    rtf = "-"
+    if args.song_seconds > 0:
+        rtf = f"{separation_rtf(model, args.song_seconds, args.separate_batch):.4f}"
+    return (
+        f"{stats.params / 1e6:.2f} M | {gflop:.1f} | {first:.1f} s | {step:.3f} s | "
+        f"{tflops:.2f} | {rtf} |"
+    )
 
 
 if __name__ == "__main__":

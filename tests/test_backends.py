@@ -155,10 +155,13 @@ BF16_STEP = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", OTHERS)
 def test_mixed_bfloat16_training_step(backend):
     # Under JAX a bf16 DDU step never reported on the GPU (issue 19); JAX's CPU compiles
-    # the same graph, so a dtype error or a failed compile would show here.
+    # the same graph, so a dtype error or a failed compile would show here. The battery's
+    # bf16 test (test_models.py) runs eagerly with auto; this one compiles the step, as
+    # fit does, with every formulation auto picks somewhere.
     done = run(backend, ["-c", BF16_STEP], timeout=600)
     assert done.stdout.count("mixed_bfloat16 [") == 4, done.stdout
 

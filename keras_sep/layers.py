@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 from keras_sep.config import CONV_IMPLS
+from keras_sep.precision import accelerator
 
 
 def same_padding(kernel_size: int, dilation: int, transpose: bool = False) -> tuple[int, int]:
@@ -30,24 +31,11 @@ def same_padding(kernel_size: int, dilation: int, transpose: bool = False) -> tu
 
 @functools.cache
 def on_accelerator() -> bool:
-    """Whether the Keras backend computes on a GPU (imports only that backend's framework)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() in ("gpu", "cuda", "rocm")
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
+    """Whether the Keras backend computes on a GPU or TPU (not the CPU)."""
+    return accelerator() is not None
 
 
-def auto_impl(backend: str, accelerator: bool, dilation: int) -> str:
+def auto_impl(backend: str, accelerated: bool, dilation: int) -> str:
     """The formulation ``auto`` picks for one layer: the fastest measured there.
 
     Measured on an H100/H200 (docs/performance.md): under JAX, space-to-batch made the
@@ -59,7 +47,7 @@ def auto_impl(backend: str, accelerator: bool, dilation: int) -> str:
     """
     if backend == "torch":
         return "keras"
-    if backend == "jax" and accelerator and dilation > 1:
+    if backend == "jax" and accelerated and dilation > 1:
         return "phase"
     return "native"
 

@@ -127,7 +127,7 @@ def test_impl_resolution():
 
 
 @pytest.mark.parametrize(
-    "backend,accelerator,dilation,expected",
+    "backend,accelerated,dilation,expected",
     [
         ("jax", True, 4, "phase"),  # 3x faster DDU step on an H100/H200
         ("jax", True, 1, "native"),  # undilated: nothing to gain from phases
@@ -139,8 +139,8 @@ def test_impl_resolution():
         ("tensorflow", False, 4, "native"),  # runs where the plain transposed layer cannot
     ],
 )
-def test_auto_picks_per_backend_device_and_layer(backend, accelerator, dilation, expected):
-    assert auto_impl(backend, accelerator, dilation) == expected
+def test_auto_picks_per_backend_device_and_layer(backend, accelerated, dilation, expected):
+    assert auto_impl(backend, accelerated, dilation) == expected
 
 
 def test_decimate_and_linear_upsample():

@@ -316,6 +316,15 @@ def test_bad_options(tiny_folder, tmp_path, capsys, extra, message):
     assert leftovers(tmp_path, "out") == []
 
 
+def test_a_keras_file_of_ours_exports_like_its_folder(tiny_folder, tmp_path):
+    path = tmp_path / "tiny.keras"
+    keras_sep.load(tiny_folder).save(path)
+    assert main([str(path), "--out", str(tmp_path / "out"), "--formats", "onnx"]) == 0
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["architecture"] == "wave_u_net"
+    assert manifest["artifacts"]["onnx"]["max_abs_error"] <= TOLERANCE["none"]
+
+
 def test_not_a_model_folder(tmp_path, capsys):
     (tmp_path / "notes").mkdir()
     assert main([str(tmp_path / "notes"), "--out", str(tmp_path / "out")]) == 1

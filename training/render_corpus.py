@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_sep.errors import ArgumentParser, command
+
 STEMS = ("drums", "bass", "other", "vocals")
 FONTS = {
     "FluidR3": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
@@ -826,7 +828,7 @@ def plan(train, valid, test, train_from=0, valid_from=0, test_from=0):
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="corpus folder (songs already there are kept)")
     p.add_argument("--train", type=int, default=0, help="training songs")
     p.add_argument(
@@ -849,6 +851,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     from keras_sep.data.toy import write_setup
 

@@ -20,7 +20,7 @@ from keras_sep.data.tracks import musdb_tracks, toy_tracks
 from keras_sep.errors import ConfigError, DataError
 from keras_sep.training import pipeline
 from keras_sep.training.config import load_config
-from keras_sep.training.train import main, train
+from keras_sep.training.train import load_tracks, main, train
 
 SECONDS = 3.0
 
@@ -158,6 +158,16 @@ def test_tf_data_and_pydataset_yield_identical_batches(sampler):
     py_valid = pipeline.ValidationBatches(sampler, 4, 2)
     assert len(tf_valid) == len(py_valid)
     np.testing.assert_array_equal(tf_valid[-1][0].numpy(), py_valid[len(py_valid) - 1][0])
+
+
+def test_training_says_where_its_cache_is_and_how_big(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    settings = ["data=[toy]", "toy_songs=1", "toy_valid_songs=1", "toy_seconds=1"]
+    cfg = load_config("dilated", [*settings, f"cache_dir={cache}"])
+    load_tracks(cfg, 22050, keras_sep.SOURCES, progress=False)
+    size = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    assert size > 300_000  # two one-second songs, four float32 stereo stems each
+    assert f"cache: {cache} ({size / 1e6:.0f} MB;" in capsys.readouterr().err
 
 
 def test_config_errors():

@@ -176,6 +176,7 @@ def wanted_stems(sources: tuple, only: str | None, two: str | None) -> list[str]
 def _run_separate(args) -> int:
     import keras_sep
     from keras_sep.batch import complete, plan
+    from keras_sep.folder import read_config
     from keras_sep.separate import separate_to_folder, stem_names
 
     check_separate_options(args)
@@ -190,11 +191,13 @@ def _run_separate(args) -> int:
             f"no audio files in {' '.join(args.files)}"
             + ("" if args.recursive else "; pass -r to look in subfolders")
         )
+    # The stems asked for are checked from the config alone, before the model loads.
+    _, config = read_config(args.model or keras_sep.DEFAULT_MODEL)
+    wanted = wanted_stems(config.sources, args.stems, args.two_stems)
+    names = stem_names(wanted, args.two_stems)
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
     model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL, precision=args.precision)
-    wanted = wanted_stems(model.sources, args.stems, args.two_stems)
-    names = stem_names(wanted, args.two_stems)
     segment = round(args.segment * model.sample_rate) if args.segment else None
     out = Path(args.out)
     todo, skipped, failed = [], len(songs.skipped), list(songs.failed)

@@ -187,6 +187,9 @@ def test_spec_errors_name_what_to_fix(tmp_path, capsys):
         == 1  # a missing dataset is a failure, not a usage error
     )
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert cli.main(["study", str(spec), "-o", str(tmp_path / "a_file")]) == 2
+    assert "a_file is an existing file; give a folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from keras_sep.config import reject_unknown
-from keras_sep.errors import ConfigError, DataError
+from keras_sep.errors import ConfigError, UsageError, check_output_dir
 from keras_sep.files import atomic_write_text
 from keras_sep.training.config import TrainConfig, load_config, resolve_config_path
 
@@ -386,19 +386,18 @@ def train_run(study: Study, out: Path, label: str, seed: int, progress: bool) ->
     return _record(folder), True
 
 
-def _check_plan(out: Path, plan: dict[str, Any]) -> None:
-    """Refuse to resume a folder that holds another study's runs."""
-    path = out / PLAN_FILE
+def check_study_dir(out: Path, study: Study) -> None:
+    """``out`` must be a writable folder, new or holding this same study (to resume it)."""
+    check_output_dir(out, "-o")
+    path, plan = Path(out) / PLAN_FILE, study.plan()
     if path.is_file():
         old = json.loads(path.read_text())
         differ = sorted(k for k in set(plan) | set(old) if old.get(k) != plan.get(k))
         if differ:
-            raise DataError(
+            raise UsageError(
                 f"{out} holds a study with another plan (it differs in {differ}); rerun the "
                 "command that started it to resume it, or choose another -o"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(plan, indent=2) + "\n")
 
 
 def evaluate_study(study: Study, out: Path, musdb_root: str | None, progress: bool):
@@ -430,7 +429,9 @@ def run_study(
     from keras_sep.training.study_report import write_report
 
     out = Path(out)
-    _check_plan(out, study.plan())
+    check_study_dir(out, study)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / PLAN_FILE, json.dumps(study.plan(), indent=2) + "\n")
     records: dict[str, dict[int, dict]] = {label: {} for label in study.variants}
     runs = study.runs()
     for i, (label, seed) in enumerate(runs, 1):
@@ -546,11 +547,13 @@ def run(args: argparse.Namespace) -> int:
     names = [s.name for s in studies]
     if len(set(names)) != len(names):
         raise ConfigError(f"studies {names} repeat a name; each needs its own folder")
-    for study in studies:
-        if len(studies) == 1:
-            out = Path(args.out or Path("studies") / study.name)
-        else:
-            out = Path(args.out or "studies") / study.name
+    if len(studies) == 1:
+        outs = [Path(args.out or Path("studies") / studies[0].name)]
+    else:
+        outs = [Path(args.out or "studies") / study.name for study in studies]
+    for study, out in zip(studies, outs, strict=True):
+        check_study_dir(out, study)  # all of them before the first trains
+    for study, out in zip(studies, outs, strict=True):
         try:
             files = run_study(study, out, args.musdb_root, progress=not args.quiet)
         except KeyboardInterrupt:

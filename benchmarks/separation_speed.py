@@ -30,7 +30,8 @@ import soundfile as sf
 import keras_sep
 from keras_sep.analysis import model_stats
 from keras_sep.audio import write_stems
-from keras_sep.precision import PRECISIONS, convert, describe_machine
+from keras_sep.models import convert_precision
+from keras_sep.precision import PRECISIONS, describe_machine
 from keras_sep.separate import DEFAULT_BATCH_SIZE, separate_file
 
 RATE = 44100
@@ -119,7 +120,7 @@ def main() -> None:
                 stats = model_stats(model)
                 gflop_per_second = stats.flops_per_sample * model.sample_rate / 1e9
                 repeats = args.repeats if preset == "tiny" or arch == "wave_u_net" else 1
-                variants = {name: convert(model, name) for name in args.precisions}
+                variants = {name: convert_precision(model, name) for name in args.precisions}
                 best = {name: np.full(3, np.inf) for name in variants}
                 for r in range(args.rounds):
                     for name in list(variants)[:: 1 if r % 2 == 0 else -1]:

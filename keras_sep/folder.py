@@ -158,8 +158,8 @@ def load(folder: str | os.PathLike, precision: str | None = None, **overrides: A
     ``load(folder, conv_impl="native")``. Anything that is not a keras-sep model raises
     ``ModelFolderError`` saying what it is.
     """
-    from keras_sep.models import SeparationModel
-    from keras_sep.precision import convert, resolve
+    from keras_sep.models import SeparationModel, convert_precision
+    from keras_sep.precision import resolve
 
     path = Path(folder)
     bad = sorted(set(overrides) - set(RUNTIME_FIELDS))
@@ -172,7 +172,7 @@ def load(folder: str | os.PathLike, precision: str | None = None, **overrides: A
     if is_keras_file(path):
         saved = _checked(path, lambda: _load_keras_file(path))  # safe mode: no code runs
         if not overrides:
-            model = convert(saved, precision)
+            model = convert_precision(saved, precision)
             model.folder_info = info
             return model
     chosen = resolve(precision or "float32")

@@ -18,7 +18,8 @@ from keras_sep.config import (
     register_config,
     resolve_config,
 )
-from keras_sep.precision import policy_scope
+from keras_sep.errors import ConfigError
+from keras_sep.precision import model_precision, policy_scope, resolve
 from keras_sep.tuning import apply_backend_tuning
 
 
@@ -182,3 +183,26 @@ def build(name: str, preset: str = "paper", **overrides: Any) -> SeparationModel
     Unknown names, presets or fields raise ``ConfigError`` listing the valid ones.
     """
     return SeparationModel(name, model_config(name, preset, **overrides))
+
+
+def convert_precision(model, precision: str | None):
+    """``model`` computing in ``precision``; a new model sharing no state if it must change.
+
+    ``None`` keeps the model as it is. Other predictors (exported runners) run at the
+    precision they were exported in: only ``auto`` and ``float32`` apply to them.
+    """
+    if precision is None:
+        return model
+    if not isinstance(model, SeparationModel):
+        if precision == "bfloat16":
+            raise ConfigError(
+                f"precision 'bfloat16' applies to Keras models; {type(model).__name__} runs "
+                "at the precision it was exported in"
+            )
+        return model
+    chosen = resolve(precision)
+    if chosen == model_precision(model):
+        return model
+    copy = SeparationModel(model.architecture, model.arch_config, precision=chosen)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -196,31 +196,6 @@ def policy_scope(precision: str) -> Iterator[None]:
         keras.config.set_dtype_policy(before)
 
 
-def convert(model, precision: str | None):
-    """``model`` computing in ``precision``; a new model sharing no state if it must change.
-
-    ``None`` keeps the model as it is. Other predictors (exported runners) run at the
-    precision they were exported in: only ``auto`` and ``float32`` apply to them.
-    """
-    from keras_sep.models import SeparationModel
-
-    if precision is None:
-        return model
-    if not isinstance(model, SeparationModel):
-        if precision == "bfloat16":
-            raise ConfigError(
-                f"precision 'bfloat16' applies to Keras models; {type(model).__name__} runs "
-                "at the precision it was exported in"
-            )
-        return model
-    chosen = resolve(precision)
-    if chosen == model_precision(model):
-        return model
-    copy = SeparationModel(model.architecture, model.arch_config, precision=chosen)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def describe_machine() -> str:
     """One line for benchmark output: the CPU and its flags, the device, backend and load."""
     import os

@@ -34,7 +34,6 @@ from keras_sep.audio import (
 )
 from keras_sep.config import BaseConfig
 from keras_sep.errors import AudioWarning
-from keras_sep.precision import convert
 
 # 1024 samples (46 ms) of crossfade per 16384-sample segment: overlap costs 1/(1-0.0625),
 # 7% more model time (0.25 would cost 33%).
@@ -104,7 +103,10 @@ def overlap_add(
     converted copy: load the model with ``precision=`` to convert it once); None runs it
     as it is. The overlap-add itself is float32 either way.
     """
-    model = convert(model, precision)
+    if precision is not None:  # Keras only when a precision is asked for
+        from keras_sep.models import convert_precision
+
+        model = convert_precision(model, precision)
     cfg = model.arch_config
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")

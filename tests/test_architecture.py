@@ -24,7 +24,7 @@ PACKAGES = {
 # below. A package entry ("keras_sep.data") covers every module inside it.
 LAYERS = [
     ("foundation", ["keras_sep.version", "keras_sep.errors", "keras_sep.files"]),
-    ("config", ["keras_sep.config"]),
+    ("config", ["keras_sep.config", "keras_sep.precision", "keras_sep.tuning"]),
     ("layers", ["keras_sep.layers"]),
     ("blocks", ["keras_sep.blocks"]),
     ("models", ["keras_sep.models", "keras_sep.analysis"]),
@@ -48,9 +48,12 @@ def layer_of(module: str) -> int:
     """The index in LAYERS of ``module`` (its own entry, else its package's)."""
     names = {name: i for i, (_, members) in enumerate(LAYERS) for name in members}
     parts = module.split(".")
-    for end in range(len(parts), 0, -1):
+    # The package root covers itself only: a new top-level module needs its own entry.
+    for end in range(len(parts), 1, -1):
         if ".".join(parts[:end]) in names:
             return names[".".join(parts[:end])]
+    if module in names:
+        return names[module]
     raise KeyError(module)
 
 

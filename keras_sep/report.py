@@ -181,18 +181,18 @@ def _pair(stats: Mapping[str, float]) -> str:
     return f"{_fmt(stats['mean'])} / {_fmt(stats['median'])}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     """NaN and infinities become null: strict JSON for the report."""
     if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -228,7 +228,7 @@ def table1_markdown(results: EvaluationResults) -> str:
             for name in PAPER_TABLE1
         ]
         rows.append(row)
-    lines += _table(["source", *systems, *paper], rows)
+    lines += markdown_table(["source", *systems, *paper], rows)
     lines += [
         "",
         "† Published numbers from the paper's Table 1 (MUSDB18 test set, models trained on "
@@ -276,7 +276,7 @@ def report_markdown(results: EvaluationResults, provenance: Mapping[str, Any]) -
         for s in systems
         for src in sources
     ]
-    lines += _table(header, rows)
+    lines += markdown_table(header, rows)
     flagged: dict[str, set[str]] = {}
     for t in results.scores:
         for src in t.degenerate:
@@ -301,7 +301,7 @@ def report_markdown(results: EvaluationResults, provenance: Mapping[str, Any]) -
         "",
     ]
     rows = [[src] + [_pair(summary[s][src]["plain_SDR"]) for s in systems] for src in sources]
-    lines += _table(["source", *systems], rows)
+    lines += markdown_table(["source", *systems], rows)
     lines += [
         "",
         "## Plots",
@@ -325,7 +325,7 @@ def report_markdown(results: EvaluationResults, provenance: Mapping[str, Any]) -
         for s in systems
         if s != SILENCE
     ]
-    lines += _table(["track", "system", *sources], rows)
+    lines += markdown_table(["track", "system", *sources], rows)
     lines += ["", "## Time", ""]
     rows = []
     for s in systems:
@@ -334,7 +334,9 @@ def report_markdown(results: EvaluationResults, provenance: Mapping[str, Any]) -
         sep = sum(t.timings.get("separate", 0.0) for t in items)
         sco = sum(t.timings.get("score", 0.0) for t in items)
         rows.append([s, f"{60 * sep / seconds:.2f}", f"{60 * sco / seconds:.2f}"])
-    lines += _table(["system", "estimate (s per audio minute)", "score (s per audio minute)"], rows)
+    lines += markdown_table(
+        ["system", "estimate (s per audio minute)", "score (s per audio minute)"], rows
+    )
     lines += [
         "",
         "Per-track museval JSONs are under `scores/<system>/`; `report.json` has every "
@@ -439,6 +441,6 @@ def write_report(results: EvaluationResults, provenance: Mapping[str, Any]) -> d
             "values": PAPER_TABLE1,
         },
     }
-    atomic_write_text(files["json"], json.dumps(_jsonable(report), indent=2) + "\n")
+    atomic_write_text(files["json"], json.dumps(jsonable(report), indent=2) + "\n")
     atomic_write_text(files["markdown"], report_markdown(results, provenance))
     return files

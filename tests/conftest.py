@@ -10,9 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 @pytest.fixture(scope="session")
 def model_folder(tmp_path_factory):
     """A tiny dilated model folder: separates a few seconds of audio in about a second."""
-    import keras_sep
-
     import keras
+
+    import keras_sep
 
     folder = tmp_path_factory.mktemp("model")
     # Seeded: with random weights the difference stem can pass 1.0 and clip in PCM files,

@@ -203,3 +203,15 @@ def load_config(
     )
     reject_unknown(settings, TrainConfig.field_names(), "key", "training config", hint)
     return TrainConfig(**settings)
+
+
+def add_set_argument(parser, example: str = "--set batch_size=4 --set model.num_blocks=3") -> None:
+    """The ``--set KEY=VALUE`` option (repeatable) that ``load_config`` reads as overrides."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help=f"override a training config key, e.g. {example}",
+    )

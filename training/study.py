@@ -32,7 +32,12 @@ import yaml
 from keras_sep.config import reject_unknown
 from keras_sep.errors import ConfigError, UsageError, check_output_dir
 from keras_sep.files import atomic_write_text
-from keras_sep.training.config import TrainConfig, load_config, resolve_config_path
+from keras_sep.training.config import (
+    TrainConfig,
+    add_set_argument,
+    load_config,
+    resolve_config_path,
+)
 
 STUDY_DIR = Path(__file__).parent / "studies"
 PLAN_FILE = "study.json"
@@ -500,14 +505,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seeds", help="override the seeds, comma-separated, e.g. 1,2,3")
     p.add_argument("--eval-tracks", type=int, metavar="N", help="score the first N held-out songs")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="override a training config key of every variant, e.g. --set batch_size=4",
-    )
+    add_set_argument(p, "--set batch_size=4")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from keras_sep.baselines import MIXTURE, SILENCE
 from keras_sep.evaluate import PROVENANCE_FILE
 from keras_sep.files import atomic_write_text
-from keras_sep.report import EvaluationResults, _jsonable, _table
+from keras_sep.report import EvaluationResults, jsonable, markdown_table
 from keras_sep.training.study import EVAL_DIR, Claim, Study, read_timeline, run_folder, system_name
 
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
@@ -260,7 +260,7 @@ def report_markdown(report: Mapping[str, Any], study: Study) -> str:
                 "",
             ]
         )
-    lines += _table(header, rows)
+    lines += markdown_table(header, rows)
     lines += [
         "",
         "## Table 1-style: SDR per source (dB, mean / median)",
@@ -286,7 +286,7 @@ def report_markdown(report: Mapping[str, Any], study: Study) -> str:
             [f"*{name}*"]
             + [f"{_fmt(src[s]['sdr_mean'])} / {_fmt(src[s]['sdr_median'])}" for s in study.sources]
         )
-    lines += _table(["system", *study.sources], rows)
+    lines += markdown_table(["system", *study.sources], rows)
     lines += ["", "Plain SDR per source (dB, mean over songs and seeds):", ""]
     rows = [
         [label] + [_fmt(v["sources"][s]["plain_sdr"]) for s in study.sources]
@@ -296,7 +296,7 @@ def report_markdown(report: Mapping[str, Any], study: Study) -> str:
         [f"*{name}*"] + [_fmt(report[name]["sources"][s]["plain_sdr"]) for s in study.sources]
         for name in (MIXTURE, SILENCE)
     ]
-    lines += _table(["system", *study.sources], rows)
+    lines += markdown_table(["system", *study.sources], rows)
     view = report["step_view"]
     lines += [
         "",
@@ -321,7 +321,7 @@ def report_markdown(report: Mapping[str, Any], study: Study) -> str:
         ]
         for label, v in variants.items()
     ]
-    lines += _table(header, rows)
+    lines += markdown_table(header, rows)
     if study.budget.seconds:
         lines += [
             "",
@@ -342,7 +342,7 @@ def report_markdown(report: Mapping[str, Any], study: Study) -> str:
         for label, runs in report["runs"].items()
         for seed, r in runs.items()
     ]
-    lines += _table(["variant", "seed", "steps", "train s", "wall s", "run folder"], rows)
+    lines += markdown_table(["variant", "seed", "steps", "train s", "wall s", "run folder"], rows)
     lines += ["", "`report.json` holds every number of this report.", ""]
     return "\n".join(lines)
 
@@ -475,6 +475,6 @@ def write_report(
     }
     plot_bars(report, study, files["bars"])
     plot_curves(curves, study, scale["short"], files["curves"])
-    atomic_write_text(files["json"], json.dumps(_jsonable(report), indent=2) + "\n")
+    atomic_write_text(files["json"], json.dumps(jsonable(report), indent=2) + "\n")
     atomic_write_text(files["markdown"], report_markdown(report, study))
     return files

@@ -39,6 +39,7 @@ from keras_sep.training.config import (  # noqa: E402
     STEMS_PREFIX,
     STRATEGIES,
     TrainConfig,
+    add_set_argument,
     load_config,
 )
 from keras_sep.training.distribute import (  # noqa: E402
@@ -87,14 +88,7 @@ def get_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     )
     p.add_argument("--data", choices=["toy"], help="train on the built-in synthetic songs")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="override a config key, e.g. --set batch_size=4 --set model.num_blocks=3",
-    )
+    add_set_argument(p)
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--batch-size", type=int, help="global batch size")
     p.add_argument("--seed", type=int, help="random seed (data sampling and initialisation)")

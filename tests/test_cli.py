@@ -1,6 +1,8 @@
 """The keras-sep command: subcommands called through main([...]), as a user would."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +140,35 @@ def test_bundled_model_is_a_model_folder():
     info = keras_sep.folder.read_info(keras_sep.DEFAULT_MODEL)
     assert model.sources == keras_sep.SOURCES and model.sample_rate == 22050
     assert info["training"]["data"][0] == "toy"  # trained on synthetic songs, and says so
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_bundled_model_carries_no_machine_paths_and_stays_small():
+    folder = Path(keras_sep.DEFAULT_MODEL)
+    info = keras_sep.folder.read_info(folder)
+    absolute = [s for s in _strings(info) if os.path.isabs(s) or s.startswith("~")]
+    assert not absolute, absolute
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 25 * 2**20
+
+
+def test_bundling_a_run_strips_its_paths(tmp_path):
+    from keras_sep.training.bundle_model import main as bundle_main
+
+    run = tmp_path / "run"
+    recorded = {"data": ["toy", "/home/me/data/corpus"], "held_out": {"/srv/x/songs": ["a"]}}
+    keras_sep.save(keras_sep.build("wave_u_net", preset="tiny"), run, {"training": recorded})
+    assert bundle_main([str(run), "--dest", str(tmp_path / "demo")]) == 0
+    info = keras_sep.folder.read_info(tmp_path / "demo")
+    assert info["training"] == {"data": ["toy", "data/corpus"], "held_out": {"x/songs": ["a"]}}
+    weights = [(p / "model.weights.h5").read_bytes() for p in (run, tmp_path / "demo")]
+    assert weights[0] == weights[1]
 
 
 @pytest.mark.slow

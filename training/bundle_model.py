@@ -1,0 +1,63 @@
+"""Make a trained run the bundled demo model (keras_sep/pretrained/demo), without machine paths.
+
+    python training/bundle_model.py runs/demo
+
+A run folder's config.json records where its data, cache and starting weights were on the
+machine that trained it. The bundled copy keeps that record for provenance but cuts every
+absolute path to its last two parts (``/home/me/data/corpus`` -> ``data/corpus``), so
+nothing of the training machine ships. The weights are copied as they are; the folder is
+replaced atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: import the package, not this folder
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+from keras_sep.errors import command  # noqa: E402
+from keras_sep.files import staged_dir  # noqa: E402
+from keras_sep.folder import CONFIG_FILE, WEIGHTS_FILE, read_info  # noqa: E402
+
+BUNDLED = Path(__file__).resolve().parent.parent / "keras_sep" / "pretrained" / "demo"
+
+
+def strip_paths(value: Any) -> Any:
+    """``value`` with every absolute path (in keys and values) cut to its last two parts."""
+    if isinstance(value, dict):
+        return {strip_paths(k): strip_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strip_paths(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return "/".join(Path(value).parts[-2:])
+    return value
+
+
+def bundle(run: str | os.PathLike, dest: str | os.PathLike = BUNDLED) -> Path:
+    """Copy the model folder ``run`` to ``dest`` with its recorded paths stripped."""
+    info = strip_paths(read_info(run))
+    with staged_dir(dest) as staging:
+        shutil.copyfile(Path(run) / WEIGHTS_FILE, staging / WEIGHTS_FILE)
+        (staging / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return Path(dest)
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="run or model folder to bundle")
+    p.add_argument("--dest", default=str(BUNDLED), help="default: the bundled demo model")
+    args = p.parse_args(argv)
+    print(f"bundled {args.run} as {bundle(args.run, args.dest)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

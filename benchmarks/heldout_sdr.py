@@ -7,6 +7,7 @@ rows, for each root. Plain SDR needs no BSSEval, so a table takes seconds per mo
 
     python benchmarks/heldout_sdr.py data/corpus data/produced --model bundled --model runs/demo
     python benchmarks/heldout_sdr.py data/produced --model runs/a --model runs/b --json out.json
+    python benchmarks/heldout_sdr.py data/produced --tta 1 --tta 4   # test-time augmentation
 
 Make the produced songs with training/produce_songs.py.
 """
@@ -24,7 +25,7 @@ import keras_sep
 from keras_sep.baselines import MIXTURE, SILENCE, reference_estimates
 from keras_sep.data.tracks import musdb_tracks
 from keras_sep.metrics import plain_sdr
-from keras_sep.separate import separate_waveform
+from keras_sep.separate import DEFAULT_TTA, separate_waveform
 
 
 def table(tracks, systems: dict) -> dict[str, dict[str, float]]:
@@ -46,8 +47,15 @@ def main() -> None:
     p.add_argument(
         "--model", action="append", default=[], help="model folder, or 'bundled' (repeat)"
     )
+    p.add_argument(
+        "--tta",
+        type=int,
+        action="append",
+        help=f"test-time augmentation passes, 1 to 4 (repeat: a row each; default {DEFAULT_TTA})",
+    )
     p.add_argument("--json", help="also write the tables here")
     args = p.parse_args()
+    passes = args.tta or [DEFAULT_TTA]
     models = {
         m: keras_sep.load(keras_sep.DEFAULT_MODEL if m == "bundled" else m)
         for m in args.model or ["bundled"]
@@ -57,7 +65,11 @@ def main() -> None:
         tracks = list(musdb_tracks(root, "test"))
         systems = {r: (lambda t, r=r: reference_estimates(r, t)) for r in (MIXTURE, SILENCE)}
         for name, model in models.items():
-            systems[name] = lambda t, m=model: separate_waveform(m, t.mixture, t.rate).stems
+            for tta in passes:
+                label = name if len(passes) == 1 else f"{name}, tta {tta}"
+                systems[label] = lambda t, m=model, n=tta: (
+                    separate_waveform(m, t.mixture, t.rate, tta=n).stems
+                )
         started = time.perf_counter()
         rows = table(tracks, systems)
         results[root] = rows

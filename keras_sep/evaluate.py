@@ -29,7 +29,7 @@ from keras_sep.data.tracks import Track
 from keras_sep.errors import DataError
 from keras_sep.files import atomic_write_text
 from keras_sep.report import EvaluationResults, TrackScores, aggregate, write_report
-from keras_sep.separate import DEFAULT_BATCH_SIZE, Predictor, separate_waveform
+from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_TTA, Predictor, separate_waveform
 
 SCORES_DIR = "scores"
 PROVENANCE_FILE = "run.json"
@@ -114,8 +114,9 @@ def _check_provenance(out_dir: Path, provenance: dict[str, Any], resume: bool) -
         old = json.loads(provenance_file.read_text())
     except (OSError, json.JSONDecodeError):
         return
-    for key in ("data", "scorer"):
-        if old.get(key) != provenance.get(key):
+    for key in ("data", "scorer", "tta"):
+        # Reports from before test-time augmentation ran one pass.
+        if old.get(key, 1 if key == "tta" else None) != provenance.get(key):
             raise DataError(
                 f"cannot resume {out_dir}: it was scored with {key} {old.get(key)!r}, this run "
                 f"uses {provenance.get(key)!r}; write to another report folder (-o)"
@@ -189,6 +190,7 @@ def evaluate(
     progress: bool = False,
     subset: str = "test",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    tta: int = DEFAULT_TTA,
     provenance: Mapping[str, Any] | None = None,
 ) -> EvaluationResults:
     """Separate and score every track with every model, then write the report.
@@ -198,7 +200,8 @@ def evaluate(
     ``resume`` those already there are loaded instead of recomputed. ``jobs`` > 1 scores
     in that many worker processes while the main process separates the next track.
     ``provenance`` (data and model descriptions) goes into ``run.json`` and the report;
-    a resumed run must have the same ``data`` entry. Returns the scores and summary.
+    a resumed run must have the same ``data`` entry. ``tta``: test-time augmentation passes
+    (``separate.overlap_add``). Returns the scores and summary.
     """
     if scorer not in metrics.SCORERS:
         raise ValueError(f"scorer must be one of {list(metrics.SCORERS)}, got {scorer!r}")
@@ -207,7 +210,9 @@ def evaluate(
         raise DataError(f"model names {clash} are reserved for reference rows; rename them")
     out_dir = Path(out_dir)
     # As written to run.json: the resume check compares it with what is on disk.
-    provenance = json.loads(json.dumps({"scorer": scorer, **dict(provenance or {})}, default=str))
+    provenance = json.loads(
+        json.dumps({"scorer": scorer, "tta": tta, **dict(provenance or {})}, default=str)
+    )
     _check_provenance(out_dir, provenance, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / PROVENANCE_FILE, json.dumps(provenance, indent=2) + "\n")
@@ -257,6 +262,7 @@ def evaluate(
                         track.rate,
                         name=track.name,
                         batch_size=batch_size,
+                        tta=tta,
                     ).stems
                 else:
                     estimates = reference_estimates(system, track)

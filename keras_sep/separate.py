@@ -42,6 +42,11 @@ DEFAULT_BATCH_SIZE = 4
 # A segment whose mixture peaks below -120 dBFS is digital silence: the model is not run
 # on it (its biases would make up -26 dBFS of noise) and its stems are silent.
 SILENCE = 1e-6
+# Test-time augmentation: every batch also goes through the model with its stereo channels
+# swapped and its polarity inverted, and the stems, transformed back, are averaged. On our
+# produced held-out songs the bundled model gains 0.10 dB SDR from the swap (2 passes) and
+# 0.15 dB from both (4 passes) (docs/separation.md); 1 pass turns it off.
+DEFAULT_TTA = 4
 
 Progress = bool | str | Callable[[int, int], None]
 
@@ -60,6 +65,31 @@ def window(length: int, overlap: int) -> np.ndarray:
         w[:overlap] = np.minimum(w[:overlap], ramp)
         w[-overlap:] = np.minimum(w[-overlap:], ramp[::-1])
     return w
+
+
+def tta_views(channels: int, tta: int) -> list[tuple[bool, bool]]:
+    """(swap channels, invert polarity) of each of ``tta`` passes; each is its own inverse."""
+    views = [(False, False), (True, False), (False, True), (True, True)]
+    if channels != 2:  # a swap needs two channels
+        views = [v for v in views if not v[0]]
+    if not 1 <= tta <= len(views):
+        raise ValueError(f"tta must be from 1 to {len(views)} for {channels} channel(s), got {tta}")
+    return views[:tta]
+
+
+def predict_views(
+    model: Predictor, batch: np.ndarray, views: list[tuple[bool, bool]]
+) -> dict[str, np.ndarray]:
+    """The model's stems for ``batch``, averaged over the ``tta_views`` transforms of it."""
+    sums: dict[str, np.ndarray] = {}
+    for swap, invert in views:
+        x = batch[:, :, ::-1] if swap else batch
+        estimates = model.predict_on_batch(np.ascontiguousarray(-x if invert else x))
+        for source, estimate in estimates.items():
+            y = np.asarray(estimate, dtype=np.float32)
+            y = y[:, :, ::-1] if swap else y
+            sums[source] = sums.get(source, 0) + (-y if invert else y)
+    return {source: total / len(views) for source, total in sums.items()}
 
 
 def segment_starts(total: int, segment: int, hop: int) -> list[int]:
@@ -93,6 +123,7 @@ def overlap_add(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress = False,
     precision: str | None = None,
+    tta: int = DEFAULT_TTA,
 ) -> Iterator[dict[str, np.ndarray]]:
     """The overlap-add itself: yield consecutive blocks of every source covering ``total``.
 
@@ -101,7 +132,9 @@ def overlap_add(
     as soon as no later segment overlaps it, so memory holds one batch and its outputs.
     ``precision`` ("auto", "float32", "bfloat16") runs a Keras model at that precision (a
     converted copy: load the model with ``precision=`` to convert it once); None runs it
-    as it is. The overlap-add itself is float32 either way.
+    as it is. The overlap-add itself is float32 either way. ``tta``: how many of the
+    mixture, its channel swap and their polarity inversions each batch is separated as,
+    averaged (``tta_views``; 1 turns test-time augmentation off).
     """
     if precision is not None:  # Keras only when a precision is asked for
         from keras_sep.models import convert_precision
@@ -112,6 +145,7 @@ def overlap_add(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    views = tta_views(cfg.channels, tta)
     segment = cfg.valid_length(segment or cfg.segment_length)
     overlap_samples = min(int(round(overlap * segment)), segment - 1)
     starts = segment_starts(total, segment, segment - overlap_samples)
@@ -134,7 +168,7 @@ def overlap_add(
             norm = np.concatenate([norm, np.zeros(grow, dtype=np.float32)])
             for s in sums:
                 sums[s] = np.concatenate([sums[s], np.zeros((grow, cfg.channels), np.float32)])
-            estimates = model.predict_on_batch(batch) if any(heard) else {}
+            estimates = predict_views(model, batch, views) if any(heard) else {}
             for source in cfg.sources if estimates else ():
                 estimate = np.asarray(estimates[source])
                 for j, start in enumerate(chunk):
@@ -187,6 +221,7 @@ def separate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress = False,
     precision: str | None = None,
+    tta: int = DEFAULT_TTA,
 ) -> dict[str, np.ndarray]:
     """Separate ``mixture`` (time, channels) float32 at the model's sample rate.
 
@@ -196,7 +231,7 @@ def separate(
     flat-top weights normalised to sum to one, so a model returning its input
     reconstructs the input exactly. Segments of digital silence are not run and give
     silence. ``progress`` shows a progress bar (a string labels it) or, if callable,
-    is called with (batches done, batches in all). ``precision``: see ``overlap_add``.
+    is called with (batches done, batches in all). ``precision``, ``tta``: see ``overlap_add``.
     Returns one (time, channels) float32 array per source, in the model's source order.
     """
     cfg = model.arch_config
@@ -212,6 +247,7 @@ def separate(
         batch_size=batch_size,
         progress=progress,
         precision=precision,
+        tta=tta,
     )
     return _collect(blocks, len(mixture))
 
@@ -329,8 +365,8 @@ def separate_waveform(
 ) -> Separation:
     """``separate`` for (time, channels) audio at any rate and channel count the model takes.
 
-    ``kwargs`` (``segment``, ``overlap``, ``batch_size``, ``progress``, ``precision``) go to
-    ``overlap_add``.
+    ``kwargs`` (``segment``, ``overlap``, ``batch_size``, ``progress``, ``precision``,
+    ``tta``) go to ``overlap_add``.
     """
     audio = check_audio(audio, rate, name)
     reader = AudioReader.from_array(audio, rate, name)

@@ -342,6 +342,9 @@ def test_resume_skips_scored_tracks(tmp_path):
         ev.evaluate(
             {"m": model}, tracks, tmp_path, resume=True, provenance={"data": {"kind": "other"}}
         )
+    # So is resuming with other test-time augmentation.
+    with pytest.raises(DataError, match="cannot resume .* tta 4"):
+        ev.evaluate({"m": model}, tracks, tmp_path, resume=True, tta=1)
 
 
 def test_evaluate_errors(tmp_path):

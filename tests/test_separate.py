@@ -24,6 +24,7 @@ from keras_sep.separate import (
     separate_file,
     separate_to_folder,
     separate_waveform,
+    tta_views,
     window,
 )
 
@@ -57,6 +58,48 @@ def test_identity_like_model_reconstructs_any_length(scaler, length, overlap):
         np.testing.assert_allclose(y[source], x * (k + 1), atol=1e-5)
     # Every batch has the same shape, so a compiled model never retraces.
     assert {shape for shape in scaler.calls} == {(3, SEGMENT, 2)}
+
+
+class Lopsided(Scaler):
+    """Neither swap- nor sign-symmetric: the channels are weighted 1 and 2, plus a bias."""
+
+    def predict_on_batch(self, x):
+        y = super().predict_on_batch(x)
+        return {s: v * np.array([1.0, 2.0], "float32") + 0.01 for s, v in y.items()}
+
+
+@pytest.mark.parametrize("tta", [2, 3, 4])
+def test_tta_averages_the_stems_of_swapped_and_inverted_mixtures(tta):
+    model = Lopsided(WaveUNetConfig.preset("tiny", segment_length=SEGMENT))
+    x = np.random.default_rng(tta).uniform(-1, 1, (5 * SEGMENT + 7, 2)).astype("float32")
+    got = separate(model, x, overlap=0.25, batch_size=2, tta=tta)
+    batches = len(model.calls)
+    # The same by hand: one pass per view, each transformed back, then the mean.
+    views = []
+    for swap, invert in [(False, False), (True, False), (False, True), (True, True)][:tta]:
+        y = x[:, ::-1] if swap else x
+        y = separate(
+            model, np.ascontiguousarray(-y if invert else y), overlap=0.25, batch_size=2, tta=1
+        )
+        views.append(
+            {
+                s: (-v if invert else v)[:, ::-1] if swap else (-v if invert else v)
+                for s, v in y.items()
+            }
+        )
+    assert batches == len(model.calls) - batches  # tta passes cost tta single passes
+    for source in model.arch_config.sources:
+        np.testing.assert_allclose(got[source], np.mean([v[source] for v in views], 0), atol=1e-5)
+    # The views differ, so the average is not any single pass.
+    assert not np.allclose(got["vocals"], views[0]["vocals"], atol=1e-3)
+
+
+def test_tta_views_fit_the_channel_count():
+    assert tta_views(2, 4) == [(False, False), (True, False), (False, True), (True, True)]
+    assert tta_views(1, 2) == [(False, False), (False, True)]
+    for channels, tta in [(1, 3), (2, 5), (2, 0)]:
+        with pytest.raises(ValueError, match="tta must be from 1 to"):
+            tta_views(channels, tta)
 
 
 def test_window_is_positive_and_crossfades():
@@ -213,8 +256,9 @@ class BiasedScaler(Scaler):
 def test_silent_segments_give_silence_and_music_is_unchanged():
     model = BiasedScaler(WaveUNetConfig.preset("tiny", segment_length=SEGMENT))
     music = np.random.default_rng(3).uniform(-0.5, 0.5, (20 * SEGMENT + 5, 2)).astype("float32")
-    # Music with no silent segment: the biased model's output everywhere, to float precision.
-    y = separate(model, music, overlap=0.25, batch_size=3)
+    # Music with no silent segment: the biased model's output everywhere, to float precision
+    # (one pass: inverting the polarity would cancel the bias).
+    y = separate(model, music, overlap=0.25, batch_size=3, tta=1)
     for k, source in enumerate(model.arch_config.sources):
         np.testing.assert_allclose(y[source], music * (k + 1) + 0.01, atol=1e-5)
     # Silence, and a song with a silent gap: the gap is silent, the music around it is not
@@ -224,7 +268,7 @@ def test_silent_segments_give_silence_and_music_is_unchanged():
     assert len(model.calls) == calls
     gapped = music.copy()
     gapped[5 * SEGMENT : 12 * SEGMENT] = 0
-    y = separate(model, gapped, overlap=0.25, batch_size=3)
+    y = separate(model, gapped, overlap=0.25, batch_size=3, tta=1)
     gap, before, after = (
         slice(7 * SEGMENT, 10 * SEGMENT),
         slice(0, 4 * SEGMENT),

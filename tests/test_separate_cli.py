@@ -15,6 +15,7 @@ import soundfile as sf
 from keras_sep.audio import read_audio, resample
 from keras_sep.cli import main
 from keras_sep.data import toy
+from keras_sep.errors import UsageError
 
 RATE = 44100
 
@@ -51,6 +52,7 @@ def tree(folder):
         (["--overlap", "1"], "--overlap must be a fraction from 0 to 0.9, got 1.0"),
         (["--overlap", "-0.1"], "--overlap must be a fraction from 0 to 0.9"),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--tta", "5"], "argument --tta: invalid choice: 5 (choose from 1, 2, 3, 4)"),
         (["--stems", ""], "--stems needs comma-separated source names"),
         (["--stems", "vocals,,bass"], "--stems needs comma-separated source names"),
         (["--format", "flac", "--bit-depth", "float"], "flac supports bit depths ['16', '24']"),
@@ -264,3 +266,15 @@ def test_output_inside_an_input_folder_is_not_separated_again(
         code, lines, _ = separate(capsys, ".", "-r", "--model", model_folder, "-o", "separated")
         assert code == 0 and lines[-1].startswith("separated 1, skipped 0, failed 0"), lines
     assert os.listdir(tmp_path / "separated") == [tmp_path.name]
+
+
+def test_tta_beyond_a_mono_models_views_is_a_usage_error():
+    from keras_sep.cli import check_tta
+    from keras_sep.config import WaveUNetConfig
+
+    class Mono:
+        arch_config = WaveUNetConfig.preset("tiny", channels=1)
+
+    check_tta(2, [Mono()])
+    with pytest.raises(UsageError, match="--tta: tta must be from 1 to 2 for 1 channel"):
+        check_tta(3, [Mono()])

@@ -406,7 +406,10 @@ def check_study_dir(out: Path, study: Study) -> None:
 
 
 def evaluate_study(study: Study, out: Path, musdb_root: str | None, progress: bool):
-    """Score every run's best model on the same held-out songs (``keras-sep evaluate``)."""
+    """Score every run's best model on the same held-out songs (``keras-sep evaluate``).
+
+    One pass per segment, no test-time augmentation: the paper's models are compared so.
+    """
     from keras_sep.evaluate import evaluate, load_models, select_tracks
 
     extra = {"seconds": study.eval_seconds} if study.eval_seconds else {}
@@ -422,6 +425,7 @@ def evaluate_study(study: Study, out: Path, musdb_root: str | None, progress: bo
         resume=True,
         progress=progress,
         subset=subset,
+        tta=1,
         provenance={"data": data, "models": provenance},
     )
 

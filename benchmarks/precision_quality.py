@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in PRECISIONS[:: 1 if i % 2 == 0 else -1]:  # alternate which runs first
             start = time.perf_counter()
             estimates[name] = separate_waveform(
-                models[name], mixture, track.rate, batch_size=args.batch_size
+                models[name], mixture, track.rate, batch_size=args.batch_size, tta=1
             ).stems
             elapsed[name] += time.perf_counter() - start
             scores.append(score_track(name, track.name, references, estimates[name], track.rate))

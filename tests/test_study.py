@@ -338,3 +338,11 @@ def test_time_budget_report_shows_the_time_and_the_step_view(tmp_path):
     assert "val_loss at step 6" in text and "used 6–12 steps" in text
     assert "Sanity: 2 of 2 variants beat the silence row" in text
     assert files["bars"].stat().st_size > 10_000 and files["curves"].stat().st_size > 10_000
+
+
+def test_report_names_musdb_layout_data_by_folder_not_as_musdb18():
+    from keras_sep.training.study_report import _data_label
+
+    assert _data_label(("toy",)) == "toy data"
+    # A MUSDB18-layout root may be our FluidSynth corpus: named by its folder, not "MUSDB18".
+    assert _data_label(("/x/data/corpus", "/y/musdb18hq")) == "data: corpus, musdb18hq"

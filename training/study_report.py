@@ -111,6 +111,13 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
 
 
+def _data_label(data: tuple[str, ...]) -> str:
+    """Short name of the training data: toy songs, or the MUSDB18-layout roots' folder names."""
+    if data == ("toy",):
+        return "toy data"
+    return "data: " + ", ".join(Path(root).name for root in data)
+
+
 def _common(values: set) -> str:
     return ", ".join(str(v) for v in sorted(values, key=str))
 
@@ -129,7 +136,8 @@ def scale_info(
             f"validation songs of {first.toy_seconds:g} s)"
         )
     else:
-        train_data = "MUSDB18 train (" + ", ".join(first.data) + ")"
+        # A MUSDB18-layout root may hold MUSDB18 or other songs (our FluidSynth corpus).
+        train_data = "the train subset of the MUSDB18-layout root(s) " + ", ".join(first.data)
     facts = {
         "scale": study.scale,
         "preset": _common({c.preset for c in cfgs}),
@@ -148,7 +156,7 @@ def scale_info(
     used = used or f"{_secs(min(seconds))}–{_secs(max(seconds))} training s"
     facts["short"] = (
         f"scale {study.scale}: preset {facts['preset']}, {study.budget.describe()} "
-        f"({used}), {len(study.seeds)} seeds, {'toy' if first.data == ('toy',) else 'MUSDB18'} data"
+        f"({used}), {len(study.seeds)} seeds, {_data_label(first.data)}"
     )
     facts["long"] = (
         f"Scale **{study.scale}**: preset {facts['preset']}, {facts['segment_length']}-sample "

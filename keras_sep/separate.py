@@ -44,8 +44,8 @@ DEFAULT_BATCH_SIZE = 4
 SILENCE = 1e-6
 # Test-time augmentation: every batch also goes through the model with its stereo channels
 # swapped and its polarity inverted, and the stems, transformed back, are averaged. On our
-# produced held-out songs the bundled model gains 0.10 dB SDR from the swap (2 passes) and
-# 0.15 dB from both (4 passes) (docs/separation.md); 1 pass turns it off.
+# produced held-out songs the bundled model gains 0.07 dB SDR from the swap (2 passes) and
+# 0.14 dB from both (4 passes) (docs/separation.md); 1 pass turns it off.
 DEFAULT_TTA = 4
 
 Progress = bool | str | Callable[[int, int], None]

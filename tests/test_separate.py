@@ -81,12 +81,8 @@ def test_tta_averages_the_stems_of_swapped_and_inverted_mixtures(tta):
         y = separate(
             model, np.ascontiguousarray(-y if invert else y), overlap=0.25, batch_size=2, tta=1
         )
-        views.append(
-            {
-                s: (-v if invert else v)[:, ::-1] if swap else (-v if invert else v)
-                for s, v in y.items()
-            }
-        )
+        y = {s: -v if invert else v for s, v in y.items()}
+        views.append({s: v[:, ::-1] if swap else v for s, v in y.items()})
     assert batches == len(model.calls) - batches  # tta passes cost tta single passes
     for source in model.arch_config.sources:
         np.testing.assert_allclose(got[source], np.mean([v[source] for v in views], 0), atol=1e-5)

@@ -1,8 +1,10 @@
 """Export a model folder to SavedModel, TFLite and ONNX, check each against Keras, write a manifest.
 
-Everything is written into a hidden sibling of the output folder and renamed into place
-only when every artifact converted and matched Keras, so a failure leaves no
-half-written folder behind.
+Everything is written into a hidden staging folder inside the output folder, and each
+file is published from there (``keras_sep.files.staged_tree``) only when every artifact
+converted and matched Keras, so a failure leaves nothing behind. Files of an earlier
+export are replaced; any other file in the way is refused before any work unless
+``overwrite``; nothing else in the folder is touched.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 import keras_sep
 from keras_sep.errors import ExportError, KerasSepError, UsageError, require
-from keras_sep.files import staged_dir
+from keras_sep.files import check_free, staged_tree
 from keras_sep.folder import read_config
 from keras_sep.serving import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE, config_summary
 from keras_sep.version import __version__
@@ -81,16 +83,16 @@ def load_artifact(export_dir: str | os.PathLike, fmt: str, **kwargs: Any):
     return runner_class(fmt)(Path(export_dir) / entry["path"], manifest, **kwargs)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, formats: list[str], model_version: int, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; pass a folder to create")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MANIFEST_FILE).is_file():
-            raise UsageError(
-                f"--out {out} is a non-empty folder that is not an export; pass a new folder"
-            )
-        if not overwrite:
-            raise UsageError(f"--out {out} already holds an export; pass --overwrite to replace it")
+    artifacts = {
+        "saved_model": Path(SAVED_MODEL_DIR) / str(model_version) / "saved_model.pb",
+        "tflite": Path(TFLITE_FILE),
+        "onnx": Path(ONNX_FILE),
+    }
+    for path in [MANIFEST_FILE, *(artifacts[f] for f in formats)]:
+        check_free(out / path, overwrite)
 
 
 def _sha256(path: Path) -> str:
@@ -146,7 +148,7 @@ def export_folder(
     if model_version < 1:
         raise UsageError(f"model version must be a positive integer, got {model_version}")
     out = Path(out)
-    _check_out(out, overwrite)
+    _check_out(out, formats, model_version, overwrite)
     architecture, _ = read_config(folder)
     if "onnx" in formats:
         check_opset(opset)
@@ -162,7 +164,7 @@ def export_folder(
     # "native" convolutions: plain dilated convs, which every converter maps to builtins.
     model = keras_sep.load(folder, conv_impl="native")
     cfg = model.arch_config
-    with staged_dir(out) as staging:
+    with staged_tree(out, overwrite) as staging:
         manifest = _export(
             model, architecture, cfg, staging, formats, quantize, opset, model_version, log
         )
@@ -170,7 +172,7 @@ def export_folder(
             _verify(model, cfg, staging, manifest, log)
         manifest["model_folder"] = str(Path(folder).resolve())
         manifest["checksums"] = checksums(staging)
-        # A plain write: the whole folder becomes visible at once, when the block ends.
+        # A plain write: staged_tree publishes it with the rest when the block ends.
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {out}")
     return manifest
@@ -197,8 +199,9 @@ def _export(model, architecture, cfg, staging, formats, quantize, opset, model_v
     artifacts = manifest["artifacts"]
     saved_model = Path(SAVED_MODEL_DIR) / str(model_version)
     if "saved_model" in formats or "tflite" in formats:
-        # TFLite converts from the SavedModel, so it is written even when not requested.
-        log(f"SavedModel -> {saved_model}")
+        # TFLite converts from the SavedModel, so it is made even when not requested.
+        kept = "saved_model" in formats
+        log(f"SavedModel -> {saved_model}" if kept else "SavedModel (for TFLite, not kept)")
         write_saved_model(model, staging / saved_model)
     if "saved_model" in formats:
         artifacts["saved_model"] = {

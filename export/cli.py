@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="TF Serving version folder: saved_model/<N>/ (default 1)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier export in --out"
+        "--overwrite",
+        action="store_true",
+        help="replace files in --out that keras-sep did not write (an earlier export is "
+        "replaced without it; nothing else in the folder is touched)",
     )
     parser.add_argument(
         "--no-verify",

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_sep.errors import AudioError, AudioWarning
-from keras_sep.files import staged_dir, staged_file
+from keras_sep.files import staged_file, staged_files
 
 DECODERS = ("auto", "soundfile", "ffmpeg", "tfio")
 # Output formats: extension -> (soundfile format, subtype by bit depth). The first bit
@@ -327,27 +327,59 @@ def _open_for_writing(path: Path, rate: int, channels: int, fmt: str, bit_depth:
     try:
         f = sf.SoundFile(path, "w", rate, channels, subtype, format=format_)
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(
-            f"cannot write {fmt} at {rate} Hz, {channels} channel(s) ({str(e).strip()}); "
-            "choose another format"
+        raise _write_error(
+            path, e, f"cannot write {fmt} at {rate} Hz, {channels} channel(s)"
         ) from None
     # PCM and lossy encoders cannot hold values beyond full scale: clip rather than wrap.
     clip = subtype != "FLOAT"
 
     def write(audio: np.ndarray) -> None:
         audio = np.asarray(audio, dtype=np.float32)
-        f.write(np.clip(audio, -1.0, 1.0) if clip else audio)
+        try:
+            f.write(np.clip(audio, -1.0, 1.0) if clip else audio)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise _write_error(path, e, f"cannot write {fmt}") from None
 
-    return f, write
+    @contextmanager
+    def closing() -> Iterator[None]:
+        try:
+            yield
+        finally:
+            try:
+                f.close()
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise _write_error(path, e, f"cannot finish {fmt}") from None
+
+    return closing(), write
+
+
+def _write_error(path: Path, error: Exception, what: str) -> Exception:
+    """libsndfile says only "System error." when the disk fills: name the real cause."""
+    import errno
+
+    try:
+        stats = os.statvfs(path.parent)
+        full = stats.f_bavail * stats.f_frsize < 1 << 20
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent))
+    return AudioError(f"{what} ({str(error).strip()}); choose another format")
 
 
 def write_audio(
-    path: str | os.PathLike, audio: np.ndarray, rate: int, bit_depth: str | None = None
+    path: str | os.PathLike,
+    audio: np.ndarray,
+    rate: int,
+    bit_depth: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write (time, channels) audio as wav, flac, ogg or mp3 (by extension), atomically.
 
-    The file is written under a temporary name in the same folder and renamed, so a
-    failure never leaves a truncated file. Output is clipped to [-1, 1] except float wav.
+    The file is written under a temporary name in the same folder and renamed
+    (``keras_sep.files``), so a failure never leaves a truncated file, and a file that
+    keras-sep did not write is not replaced unless ``overwrite``. Output is clipped to
+    [-1, 1] except float wav.
     """
     path = Path(path)
     ext = path.suffix.lower().lstrip(".")
@@ -356,8 +388,7 @@ def write_audio(
     sound_format(ext, bit_depth)
     audio = np.asarray(audio, dtype=np.float32)
     audio = audio[:, None] if audio.ndim == 1 else audio
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with staged_file(path) as tmp:
+    with staged_file(path, overwrite=overwrite) as tmp:
         f, write = _open_for_writing(tmp, rate, audio.shape[-1], ext, bit_depth)
         with f:
             write(audio)
@@ -372,19 +403,20 @@ def stem_writer(
     channels: int,
     fmt: str = "wav",
     bit_depth: str | None = None,
+    overwrite: bool = False,
 ) -> Iterator[Callable[[dict[str, np.ndarray]], None]]:
     """Stream stems into ``folder/<name>.<fmt>``, all or nothing.
 
-    Yields ``write({name: block})``, called with consecutive blocks of every stem; the
-    files go to a staging folder (``staged_dir``) published when the block ends.
+    Yields ``write({name: block})``, called with consecutive blocks of every stem; each
+    file is written under a temporary name and all are published when the block ends
+    (``keras_sep.files.staged_files``). Other files in ``folder`` are left alone.
     """
     sound_format(fmt, bit_depth)
-    with staged_dir(folder) as tmp, ExitStack() as files:
+    paths = [Path(folder) / f"{name}.{fmt}" for name in names]
+    with staged_files(paths, overwrite) as temps, ExitStack() as files:
         writers = {}
-        for name in names:
-            f, writers[name] = _open_for_writing(
-                tmp / f"{name}.{fmt}", rate, channels, fmt, bit_depth
-            )
+        for name, path in zip(names, paths, strict=True):
+            f, writers[name] = _open_for_writing(temps[path], rate, channels, fmt, bit_depth)
             files.enter_context(f)
 
         def write(blocks: dict[str, np.ndarray]) -> None:
@@ -400,11 +432,12 @@ def write_stems(
     rate: int,
     fmt: str = "wav",
     bit_depth: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``folder/<stem>.<fmt>`` for every (time, channels) stem, all or nothing."""
     stems = {k: np.asarray(v, dtype=np.float32) for k, v in stems.items()}
     stems = {k: v[:, None] if v.ndim == 1 else v for k, v in stems.items()}
     channels = next(iter(stems.values())).shape[-1]
-    with stem_writer(folder, list(stems), rate, channels, fmt, bit_depth) as write:
+    with stem_writer(folder, list(stems), rate, channels, fmt, bit_depth, overwrite) as write:
         write(stems)
     return Path(folder)

@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from keras_sep.errors import (
     UsageError,
     check_output_dir,
     command,
+    describe,
     positive,
 )
 from keras_sep.precision import add_argument as add_precision_argument
@@ -49,8 +51,22 @@ def _add_demo(sub) -> None:
     p.add_argument(
         "--seconds", type=positive(float), default=15.0, help="song length (default: %(default)s)"
     )
-    p.add_argument("--song", type=int, default=0, help="which held-out song (default: 0)")
+    p.add_argument(
+        "--song", type=nonnegative, default=0, help="which held-out song, 0 or more (default: 0)"
+    )
+    add_overwrite_argument(p, "files")
     p.set_defaults(run=_run_demo)
+
+
+def nonnegative(text: str) -> int:
+    """An argparse ``type`` accepting an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def _run_demo(args) -> int:
@@ -59,7 +75,9 @@ def _run_demo(args) -> int:
     check_output_dir(args.out, "-o/--out")
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
-    summary = run_demo(args.out, args.model, seconds=args.seconds, song=args.song)
+    summary = run_demo(
+        args.out, args.model, seconds=args.seconds, song=args.song, overwrite=args.overwrite
+    )
     print(
         f"{summary['song']}, {summary['seconds']:.0f} s, separated at real-time factor "
         f"{summary['real_time_factor']:.3f}"
@@ -78,6 +96,16 @@ def _run_demo(args) -> int:
 SEGMENT_RANGE = (0.1, 60.0)
 # Beyond 0.9 the model runs more than ten times over each sample for no audible gain.
 MAX_OVERLAP = 0.9
+
+
+def add_overwrite_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: replace files in the way that keras-sep did not write."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {what} in the way even if keras-sep did not write them (by default "
+        "only keras-sep's own earlier outputs are replaced; nothing is ever deleted)",
+    )
 
 
 def add_tta_argument(p: argparse.ArgumentParser) -> None:
@@ -121,8 +149,10 @@ def _add_separate(sub) -> None:
     p.add_argument(
         "--skip-existing",
         action="store_true",
-        help="skip songs whose output folder already holds every stem (to resume a run)",
+        help="skip songs whose output folder already holds every stem as keras-sep wrote "
+        "it (to resume a run); decided before the model loads",
     )
+    add_overwrite_argument(p, "stem files")
     p.add_argument("--stems", help="comma-separated sources to write (default: all)")
     p.add_argument(
         "--two-stems",
@@ -199,44 +229,91 @@ def wanted_stems(sources: tuple, only: str | None, two: str | None) -> list[str]
 
 def _run_separate(args) -> int:
     import keras_sep
-    from keras_sep.batch import complete, plan
+    from keras_sep.batch import check_song, complete, plan
     from keras_sep.folder import read_config
-    from keras_sep.separate import separate_to_folder, stem_names
+    from keras_sep.separate import stem_names
 
     check_separate_options(args)
     check_output_dir(args.out, "-o")
     songs = plan(args.files, args.out, args.recursive)
-    for path, why in songs.skipped:
+    for path, _, why in songs.skipped:
         print(f"skipping {path}: {why}", file=sys.stderr)
-    for path, why in songs.failed:
-        print(f"error: {path}: {why}", file=sys.stderr)
+    failed = list(songs.failed)
+    for _, message in failed:
+        print(f"error: {message}", file=sys.stderr)
     if not songs.songs and not songs.failed:
         raise UsageError(
             f"no audio files in {' '.join(args.files)}"
             + ("" if args.recursive else "; pass -r to look in subfolders")
         )
-    # The stems asked for are checked from the config alone, before the model loads.
+    # The stems asked for and every song's output are checked before the model loads.
     _, config = read_config(args.model or keras_sep.DEFAULT_MODEL)
     wanted = wanted_stems(config.sources, args.stems, args.two_stems)
     names = stem_names(wanted, args.two_stems)
+    out = Path(args.out)
+    todo, skipped = [], Counter(kind for _, kind, _ in songs.skipped)
+    for song in songs.songs:
+        folder = out / song.folder
+        if args.skip_existing and complete(folder, names, args.format):
+            print(f"skipping {song.path}: {folder}/ already holds its stems", file=sys.stderr)
+            skipped[DONE] += 1
+            continue
+        try:
+            check_song(folder, names, args.format, args.overwrite)
+        except KerasSepError as e:
+            print(f"error: {song.path}: {e}", file=sys.stderr)
+            failed.append((song.path, f"{song.path}: {e}"))
+            continue
+        if song.note:
+            print(f"note: {song.path} goes to {folder}/ ({song.note})", file=sys.stderr)
+        todo.append(song)
+    done = _separate_songs(args, todo, wanted, names, failed) if todo else (0, 0.0, 0.0)
+    print(_summary(*done, failed, skipped))
+    for _, message in failed:
+        print(f"  failed: {message}")
+    return 1 if failed else 0
+
+
+DONE = "already separated"
+SKIP_NAMES = {
+    DONE: "already separated",
+    "subfolder": "folders without -r",
+    "not audio": "not audio",
+    "keras-sep output": "keras-sep's own stems",
+    "unreadable": "unreadable",
+}
+
+
+def _summary(separated: int, audio: float, seconds: float, failed: list, skipped) -> str:
+    kinds = [f"{SKIP_NAMES.get(kind, kind)}: {n}" for kind, n in skipped.items() if n]
+    line = f"separated {separated}, skipped {sum(skipped.values())}"
+    line += f" ({', '.join(kinds)})" if kinds else ""
+    line += f", failed {len(failed)}"
+    if separated:
+        line += (
+            f": {audio:.1f} s of audio in {seconds:.1f} s, real-time factor {seconds / audio:.3f}"
+        )
+    return line
+
+
+def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
+    """Separate ``todo`` in order; returns (songs done, audio seconds, wall seconds).
+
+    A full disk stops the batch: every later song would fail the same way.
+    """
+    import errno
+
+    import keras_sep
+    from keras_sep.separate import separate_to_folder
+
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
     model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL, precision=args.precision)
     check_tta(args.tta, [model])
     segment = round(args.segment * model.sample_rate) if args.segment else None
     out = Path(args.out)
-    todo, skipped, failed = [], len(songs.skipped), list(songs.failed)
-    for song in songs.songs:
-        if args.skip_existing and complete(out / song.folder, names, args.format):
-            print(
-                f"skipping {song.path}: {out / song.folder}/ already holds its stems",
-                file=sys.stderr,
-            )
-            skipped += 1
-        else:
-            todo.append(song)
+    separated, audio_seconds, started = 0, 0.0, time.time()
     with _SongsBar(len(todo)) as bar:
-        audio_seconds, started = 0.0, time.time()
         for i, song in enumerate(todo):
             t0 = time.time()
             bar.start(i, song.path.name)
@@ -254,32 +331,32 @@ def _run_separate(args) -> int:
                         overlap=args.overlap,
                         batch_size=args.batch_size,
                         tta=args.tta,
+                        overwrite=args.overwrite,
                         progress=bar.song_progress,
                     )
             except (KerasSepError, OSError) as e:
-                message = str(e) if isinstance(e, KerasSepError) else f"{song.path}: {e}"
+                message = describe(e)[1]
+                if not isinstance(e, KerasSepError) and str(song.path) not in message:
+                    message = f"{song.path}: {message}"
                 bar.say(f"error: {message}", file=sys.stderr)
                 failed.append((song.path, message))
+                if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                    rest = len(todo) - i - 1
+                    if rest:
+                        message = f"{rest} later song(s) not tried: the disk is full"
+                        bar.say(f"error: {message}", file=sys.stderr)
+                        failed.append((None, message))
+                    break
                 continue
             elapsed = time.time() - t0
+            separated += 1
             audio_seconds += result.seconds
             bar.say(
                 f"{song.path}: {', '.join(names)} -> {out / song.folder}/ "
                 f"({result.seconds:.1f} s of audio in {elapsed:.1f} s, "
                 f"real-time factor {elapsed / result.seconds:.3f})"
             )
-    separated = len(todo) - (len(failed) - len(songs.failed))
-    summary = f"separated {separated}, skipped {skipped}, failed {len(failed)}"
-    if separated:
-        total = time.time() - started
-        summary += (
-            f": {audio_seconds:.1f} s of audio in {total:.1f} s, "
-            f"real-time factor {total / audio_seconds:.3f}"
-        )
-    print(summary)
-    for _, message in failed:
-        print(f"  failed: {message}")
-    return 1 if failed else 0
+    return separated, audio_seconds, time.time() - started
 
 
 class _SongsBar:
@@ -350,6 +427,7 @@ def _add_make_toy_data(sub) -> None:
         "--sample-rate", type=positive(int), default=44100, help="default: 44100, as MUSDB18"
     )
     p.add_argument("--seed", type=int, default=0, help="default: 0")
+    add_overwrite_argument(p, "files")
     p.set_defaults(run=_run_make_toy_data)
 
 
@@ -368,6 +446,7 @@ def _run_make_toy_data(args) -> int:
         args.sample_rate,
         args.seed,
         progress=True,
+        overwrite=args.overwrite,
     )
     print(
         f"wrote {args.songs + args.valid} train ({args.valid} validation) and {args.test} test "
@@ -433,6 +512,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue a report folder, skipping scored tracks"
     )
+    add_overwrite_argument(p, "report files")
     p.add_argument(
         "--batch-size",
         type=positive(int),
@@ -489,6 +569,7 @@ def _run_evaluate(args) -> int:
         batch_size=args.batch_size,
         tta=args.tta,
         provenance={"data": data, "models": described},
+        overwrite=args.overwrite,
     )
     # The Table-1-style section on the terminal; everything else is in the report.
     print(table1_markdown(results))

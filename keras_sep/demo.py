@@ -18,7 +18,7 @@ from keras_sep.audio import write_audio, write_stems
 from keras_sep.baselines import MIXTURE, SILENCE, reference_estimates
 from keras_sep.data import toy
 from keras_sep.data.tracks import Track
-from keras_sep.files import atomic_write_text
+from keras_sep.files import atomic_write_text, check_free, staged_file
 
 RATE = 44100
 
@@ -33,7 +33,13 @@ def spectrogram_db(audio: np.ndarray, n_fft: int = 2048, hop: int = 512) -> np.n
 
 
 def plot_spectrograms(
-    path: Path, mixture: np.ndarray, references: dict, estimates: dict, rate: int, sdr: dict
+    path: Path,
+    mixture: np.ndarray,
+    references: dict,
+    estimates: dict,
+    rate: int,
+    sdr: dict,
+    overwrite: bool = False,
 ) -> Path:
     import matplotlib
 
@@ -71,7 +77,8 @@ def plot_spectrograms(
     for ax in axes[-1]:
         ax.set_xlabel("seconds")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with staged_file(path, suffix=".png", overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return path
 
@@ -83,14 +90,21 @@ def run_demo(
     song: int = 0,
     batch_size: int = 4,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Generate held-out toy song ``song``, separate it, and write stems, a PNG and SDRs."""
+    """Generate held-out toy song ``song``, separate it, and write stems, a PNG and SDRs.
+
+    Every output is checked before any work: a file in the way that keras-sep did not
+    write is an ``OutputExistsError`` unless ``overwrite``.
+    """
     import keras_sep
     from keras_sep.metrics import plain_sdr
     from keras_sep.separate import separate_waveform
 
     out = Path(out_dir)
     model = keras_sep.load(model_folder or keras_sep.DEFAULT_MODEL)
+    for path in output_files(out, model.sources):
+        check_free(path, overwrite)
     references = toy.generate_song(toy.song_seed(toy.HELD_OUT_SEED, song), seconds, RATE)
     track = Track(toy.song_name(song), RATE, {s: references[s] for s in model.sources})
     references, mixture = dict(track.sources), track.mixture
@@ -107,9 +121,9 @@ def run_demo(
         source: {name: plain_sdr(references[source], est[source]) for name, est in systems.items()}
         for source in model.sources
     }
-    write_stems(out / "estimates", estimates, RATE)
-    write_stems(out / "references", references, RATE)
-    write_audio(out / "mixture.wav", mixture, RATE)
+    write_stems(out / "estimates", estimates, RATE, overwrite=overwrite)
+    write_stems(out / "references", references, RATE, overwrite=overwrite)
+    write_audio(out / "mixture.wav", mixture, RATE, overwrite=overwrite)
     plot_spectrograms(
         out / "spectrograms.png",
         mixture,
@@ -117,6 +131,7 @@ def run_demo(
         estimates,
         RATE,
         {s: r["model"] for s, r in rows.items()},
+        overwrite,
     )
     summary = {
         "model": str(model_folder or keras_sep.DEFAULT_MODEL),
@@ -127,8 +142,14 @@ def run_demo(
         "sdr_db": rows,
         "metric": "plain whole-signal SDR, 10 log10 |s|^2 / |s - estimate|^2",
     }
-    atomic_write_text(out / "sdr.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "sdr.json", json.dumps(summary, indent=2) + "\n", overwrite)
     return summary
+
+
+def output_files(out: Path, sources) -> list[Path]:
+    """Every file ``run_demo`` writes into ``out``."""
+    stems = [out / folder / f"{s}.wav" for folder in ("estimates", "references") for s in sources]
+    return [*stems, out / "mixture.wav", out / "spectrograms.png", out / "sdr.json"]
 
 
 def format_table(rows: dict) -> str:

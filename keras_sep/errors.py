@@ -155,6 +155,8 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     Run before any work, so that a bad output location never costs a separation or an
     epoch: it must not be an existing file, lie under a file, or be unwritable.
     """
+    if not str(path).strip():
+        raise UsageError(f"{option} is empty; give a folder (. for the current one)")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path} is an existing file; give a folder")

@@ -26,9 +26,15 @@ from keras_sep import metrics
 from keras_sep.baselines import MIXTURE, ORACLE, REFERENCE_SYSTEMS, SILENCE, reference_estimates
 from keras_sep.data.toy import HELD_OUT_SEED
 from keras_sep.data.tracks import Track
-from keras_sep.errors import DataError
-from keras_sep.files import atomic_write_text
-from keras_sep.report import EvaluationResults, TrackScores, aggregate, write_report
+from keras_sep.errors import DataError, UsageError
+from keras_sep.files import atomic_write_text, check_free
+from keras_sep.report import (
+    EvaluationResults,
+    TrackScores,
+    aggregate,
+    report_files,
+    write_report,
+)
 from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_TTA, Predictor, separate_waveform
 
 SCORES_DIR = "scores"
@@ -96,6 +102,13 @@ def _check_track(track: Track, models: Mapping[str, Predictor]) -> None:
             )
 
 
+def _plain(value: Any) -> str:
+    """A provenance entry as a person reads it: its description, else its value."""
+    if isinstance(value, dict):
+        return str(value.get("description") or ", ".join(f"{k} {v}" for k, v in value.items()))
+    return str(value)
+
+
 def _check_provenance(out_dir: Path, provenance: dict[str, Any], resume: bool) -> None:
     """Refuse to mix runs: resume only what the same data and scorer produced."""
     provenance_file = out_dir / PROVENANCE_FILE
@@ -103,7 +116,7 @@ def _check_provenance(out_dir: Path, provenance: dict[str, Any], resume: bool) -
     has_scores = scores.is_dir() and any(scores.rglob("*.json"))
     if not resume:
         if has_scores:
-            raise DataError(
+            raise UsageError(
                 f"{out_dir} already holds scores of an earlier run; pass --resume to continue "
                 "it (scored tracks are skipped) or write to another report folder (-o)"
             )
@@ -116,15 +129,16 @@ def _check_provenance(out_dir: Path, provenance: dict[str, Any], resume: bool) -
         return
     for key in ("data", "scorer", "tta"):
         # Reports from before test-time augmentation ran one pass.
-        if old.get(key, 1 if key == "tta" else None) != provenance.get(key):
-            raise DataError(
-                f"cannot resume {out_dir}: it was scored with {key} {old.get(key)!r}, this run "
-                f"uses {provenance.get(key)!r}; write to another report folder (-o)"
+        before, now = old.get(key, 1 if key == "tta" else None), provenance.get(key)
+        if before != now:
+            raise UsageError(
+                f"cannot resume {out_dir}: it was scored with {key} {_plain(before)}, this "
+                f"run uses {_plain(now)}; write to another report folder (-o)"
             )
     for name, info in provenance.get("models", {}).items():
         before = old.get("models", {}).get(name)
         if before is not None and before.get("stamp") != info.get("stamp"):
-            raise DataError(
+            raise UsageError(
                 f"cannot resume {out_dir}: model {name!r} changed since it was scored "
                 f"({info.get('folder')}); write to another report folder (-o)"
             )
@@ -192,6 +206,7 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     tta: int = DEFAULT_TTA,
     provenance: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> EvaluationResults:
     """Separate and score every track with every model, then write the report.
 
@@ -201,7 +216,8 @@ def evaluate(
     in that many worker processes while the main process separates the next track.
     ``provenance`` (data and model descriptions) goes into ``run.json`` and the report;
     a resumed run must have the same ``data`` entry. ``tta``: test-time augmentation passes
-    (``separate.overlap_add``). Returns the scores and summary.
+    (``separate.overlap_add``). A report file in ``out_dir`` that keras-sep did not write is
+    refused before any work unless ``overwrite``. Returns the scores and summary.
     """
     if scorer not in metrics.SCORERS:
         raise ValueError(f"scorer must be one of {list(metrics.SCORERS)}, got {scorer!r}")
@@ -214,8 +230,10 @@ def evaluate(
         json.dumps({"scorer": scorer, "tta": tta, **dict(provenance or {})}, default=str)
     )
     _check_provenance(out_dir, provenance, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / PROVENANCE_FILE, json.dumps(provenance, indent=2) + "\n")
+    for path in [out_dir / PROVENANCE_FILE, *report_files(out_dir).values()]:
+        check_free(path, overwrite)
+    text = json.dumps(provenance, indent=2) + "\n"
+    atomic_write_text(out_dir / PROVENANCE_FILE, text, overwrite)
     systems = [*models, MIXTURE, SILENCE] + ([ORACLE] if include_oracle else [])
 
     scores: list[TrackScores] = []
@@ -276,7 +294,6 @@ def evaluate(
                     "path": str(paths[system]),
                     "timings": {"separate": time.perf_counter() - start},
                 }
-                paths[system].parent.mkdir(parents=True, exist_ok=True)
                 if pool is None:
                     scores.append(_score_job(job))
                 else:
@@ -302,7 +319,7 @@ def evaluate(
         summary=aggregate(scores, sources),
         scorer=scorer,
     )
-    results.files = write_report(results, provenance)
+    results.files = write_report(results, provenance, overwrite)
     return results
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_sep.errors import KerasSepError, ModelFolderError
-from keras_sep.files import atomic_write_text, staged_file
+from keras_sep.files import atomic_write_text, check_free, staged_file
 from keras_sep.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -38,11 +38,17 @@ HINT = (
 )
 
 
-def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+def save(
+    model,
+    folder: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write ``model`` (a ``SeparationModel``) as a model folder; returns its path.
 
     Files are written under temporary names and renamed, so an interrupted save never
-    leaves a truncated file behind.
+    leaves a truncated file behind. A model file that keras-sep did not write is not
+    replaced unless ``overwrite`` (``keras_sep.files``).
     """
     import keras
 
@@ -55,8 +61,9 @@ def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = Non
         copy.set_weights(model.get_weights())
         model = copy
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with staged_file(folder / WEIGHTS_FILE, suffix=".weights.h5") as tmp:
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        check_free(folder / name, overwrite)
+    with staged_file(folder / WEIGHTS_FILE, suffix=".weights.h5", overwrite=overwrite) as tmp:
         model.save_weights(tmp)
     info = {
         "format": FORMAT,
@@ -67,7 +74,7 @@ def save(model, folder: str | os.PathLike, metadata: dict[str, Any] | None = Non
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(metadata or {}),
     }
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(info, indent=2) + "\n", overwrite)
     return folder
 
 

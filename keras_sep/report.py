@@ -18,7 +18,7 @@ import numpy as np
 
 from keras_sep import metrics
 from keras_sep.baselines import REFERENCE_SYSTEMS, SILENCE
-from keras_sep.files import atomic_write_text
+from keras_sep.files import atomic_write_text, staged_file
 
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
 BOXPLOT_PNG, PER_TRACK_PNG = "sdr_boxplot.png", "sdr_per_track.png"
@@ -346,7 +346,7 @@ def report_markdown(results: EvaluationResults, provenance: Mapping[str, Any]) -
     return "\n".join(lines)
 
 
-def _plot_boxes(results: EvaluationResults, path: Path) -> None:
+def _plot_boxes(results: EvaluationResults, path: Path, overwrite: bool = False) -> None:
     from matplotlib.figure import Figure
 
     systems = [s for s in results.systems if s != SILENCE]
@@ -367,10 +367,11 @@ def _plot_boxes(results: EvaluationResults, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("SDR per 1-s frame (dB)")
     axes[-1].legend(fontsize="small", loc="lower right")
-    fig.savefig(path, dpi=90)
+    with staged_file(path, suffix=".png", overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=90)
 
 
-def _plot_tracks(results: EvaluationResults, path: Path) -> None:
+def _plot_tracks(results: EvaluationResults, path: Path, overwrite: bool = False) -> None:
     from matplotlib.figure import Figure
 
     medians = _per_track_medians(results)
@@ -390,20 +391,27 @@ def _plot_tracks(results: EvaluationResults, path: Path) -> None:
             ax.set_xticks(x)
     axes[0].set_ylabel("median frame SDR (dB)")
     axes[-1].legend(fontsize="small")
-    fig.savefig(path, dpi=90)
+    with staged_file(path, suffix=".png", overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=90)
 
 
-def write_report(results: EvaluationResults, provenance: Mapping[str, Any]) -> dict[str, Path]:
-    """Write report.md, report.json and the two PNGs into ``results.out_dir``."""
-    out = results.out_dir
-    files = {
+def report_files(out: Path) -> dict[str, Path]:
+    """The files ``write_report`` writes into ``out``."""
+    return {
         "markdown": out / REPORT_MD,
         "json": out / REPORT_JSON,
         "boxplot": out / BOXPLOT_PNG,
         "per_track": out / PER_TRACK_PNG,
     }
-    _plot_boxes(results, files["boxplot"])
-    _plot_tracks(results, files["per_track"])
+
+
+def write_report(
+    results: EvaluationResults, provenance: Mapping[str, Any], overwrite: bool = False
+) -> dict[str, Path]:
+    """Write report.md, report.json and the two PNGs into ``results.out_dir``."""
+    files = report_files(results.out_dir)
+    _plot_boxes(results, files["boxplot"], overwrite)
+    _plot_tracks(results, files["per_track"], overwrite)
     report = {
         "run": dict(provenance),
         "protocol": {
@@ -441,6 +449,6 @@ def write_report(results: EvaluationResults, provenance: Mapping[str, Any]) -> d
             "values": PAPER_TABLE1,
         },
     }
-    atomic_write_text(files["json"], json.dumps(jsonable(report), indent=2) + "\n")
-    atomic_write_text(files["markdown"], report_markdown(results, provenance))
+    atomic_write_text(files["json"], json.dumps(jsonable(report), indent=2) + "\n", overwrite)
+    atomic_write_text(files["markdown"], report_markdown(results, provenance), overwrite)
     return files

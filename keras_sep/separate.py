@@ -397,19 +397,22 @@ def separate_to_folder(
     fmt: str = "wav",
     bit_depth: str | None = None,
     decoder: str = "auto",
+    overwrite: bool = False,
     **kwargs: Any,
 ) -> SeparatedFiles:
     """Separate a file straight into ``folder/<stem>.<fmt>``, streaming, all or nothing.
 
     Peak memory does not grow with the song's length. ``stems`` picks sources (default
-    all); ``two_stems`` writes that source and ``no_<source>``. The stems go to a hidden
-    staging folder renamed into place at the end.
+    all); ``two_stems`` writes that source and ``no_<source>``. Each stem is written under
+    a temporary name and published at the end (``keras_sep.files``): other files in
+    ``folder`` stay, and a stem file keras-sep did not write is replaced only with
+    ``overwrite``.
     """
     wanted = [two_stems] if two_stems else list(stems or model.arch_config.sources)
     names = stem_names(wanted, two_stems)
     with open_audio(path, decoder) as reader:
         channels = reader.channels if reader.channels == 1 else model.arch_config.channels
-        with stem_writer(folder, names, reader.rate, channels, fmt, bit_depth) as write:
+        with stem_writer(folder, names, reader.rate, channels, fmt, bit_depth, overwrite) as write:
             for block in separate_stream(model, reader, **kwargs):
                 write(pick_stems(block, wanted, two_stems))
     files = {name: Path(folder) / f"{name}.{fmt}" for name in names}

@@ -327,16 +327,17 @@ def test_truncated_wav_warns_with_the_length_read(tmp_path):
     assert len(audio) == 11025
 
 
-def test_leftover_staging_folders_of_dead_runs_are_removed(tmp_path):
-    dead = tmp_path / ".song.partial-999999999-abc"  # no such process
-    old_style = tmp_path / ".song.partial-k2j4h5"  # written before process ids were added
-    live = tmp_path / f".song.partial-{os.getppid()}-xyz"  # a running process
-    other = tmp_path / ".songs.partial-999999999-abc"  # another folder's
-    for folder in (dead, old_style, live, other):
-        folder.mkdir()
-        (folder / "vocals.wav").write_bytes(b"half")
-    write_stems(tmp_path / "song", {"vocals": np.zeros((100, 2))}, 22050)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["song", live.name, other.name])
+def test_leftover_temporary_files_of_dead_runs_are_removed(tmp_path):
+    song = tmp_path / "song"
+    song.mkdir()
+    dead = song / ".ks-999999999-abc.tmp"  # no such process
+    live = song / f".ks-{os.getppid()}-xyz.tmp"  # a running process
+    for path in (dead, live):
+        path.write_bytes(b"half")
+    write_stems(song, {"vocals": np.zeros((100, 2))}, 22050)
+    assert sorted(p.name for p in song.iterdir()) == sorted(
+        [".keras-sep.json", "vocals.wav", live.name]
+    )
 
 
 @pytest.mark.parametrize(

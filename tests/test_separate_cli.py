@@ -16,6 +16,7 @@ from keras_sep.audio import read_audio, resample
 from keras_sep.cli import main
 from keras_sep.data import toy
 from keras_sep.errors import UsageError
+from keras_sep.files import RECORD
 
 RATE = 44100
 
@@ -37,8 +38,8 @@ def separate(capsys, *argv):
 
 
 def tree(folder):
-    """Every path under ``folder``, hidden ones included, relative and sorted."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    """Every path under ``folder``, hidden ones included (keras-sep's records aside)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != RECORD)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +111,9 @@ def test_folder_with_a_bad_file_in_the_middle(tmp_path, capsys, model_folder):
     ]
     assert any("cover.jpg: not an audio file" in e for e in err)
     assert any("disc 2: a folder; pass -r" in e for e in err)
-    assert lines[-2].startswith("separated 2, skipped 2, failed 1")
+    assert lines[-2].startswith(
+        "separated 2, skipped 2 (not audio: 1, folders without -r: 1), failed 1"
+    )
     assert "failed: " in lines[-1] and "2 broken.wav" in lines[-1]
     stems = ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
     assert tree(out) == [
@@ -122,8 +125,13 @@ def test_folder_with_a_bad_file_in_the_middle(tmp_path, capsys, model_folder):
     ]
     # With -r the subfolder is separated too, keeping its place in the layout.
     code, lines, _ = separate(capsys, album, "-r", "--model", model_folder, "-o", out)
-    assert code == 1 and lines[-2].startswith("separated 3, skipped 1, failed 1")
-    assert sorted(p.name for p in (out / "album" / "disc 2" / "4 fourth").iterdir()) == stems
+    assert code == 1 and lines[-2].startswith("separated 3, skipped 1 (not audio: 1), failed 1")
+    assert (
+        sorted(
+            p.name for p in (out / "album" / "disc 2" / "4 fourth").iterdir() if p.name != RECORD
+        )
+        == stems
+    )
 
 
 @pytest.mark.slow
@@ -138,10 +146,12 @@ def test_skip_existing_does_no_work_the_second_time(tmp_path, capsys, model_fold
     # An incomplete folder (a stem deleted by hand) is separated again.
     (out / "b" / "drums.flac").unlink()
     code, lines, err = separate(capsys, *argv)
-    assert code == 0 and lines[-1].startswith("separated 1, skipped 1, failed 0")
+    assert code == 0 and lines[-1].startswith(
+        "separated 1, skipped 1 (already separated: 1), failed 0"
+    )
     assert any("skipping" in e and "a.wav" in e and "already holds its stems" in e for e in err)
     code, lines, err = separate(capsys, *argv)
-    assert code == 0 and lines == ["separated 0, skipped 2, failed 0"]
+    assert code == 0 and lines == ["separated 0, skipped 2 (already separated: 2), failed 0"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.flac") if p.parent.name == "a"} == {
         p: t for p, t in written.items() if p.parent.name == "a"
     }
@@ -210,7 +220,7 @@ def test_each_output_format_round_trips(tmp_path, capsys, model_folder, fmt, bit
     depth = ["--bit-depth", bit_depth] if bit_depth else []
     code, _, _ = separate(capsys, wav, "--model", model_folder, "-o", out, "--format", fmt, *depth)
     assert code == 0
-    files = sorted(p.name for p in (out / "a").iterdir())
+    files = sorted(p.name for p in (out / "a").iterdir() if p.name != RECORD)
     assert files == [f"{s}.{fmt}" for s in ("bass", "drums", "other", "vocals")]
     stems = [read_audio(out / "a" / name) for name in files]
     assert all(sf.info(out / "a" / name).subtype == subtype for name in files)
@@ -228,7 +238,7 @@ def test_silence_in_gives_silence_out_with_the_bundled_model(tmp_path, capsys):
     sf.write(tmp_path / "silence.flac", np.zeros((2 * RATE, 2)), RATE)
     code, _, _ = separate(capsys, tmp_path / "silence.flac", "-o", tmp_path / "out")
     assert code == 0
-    for stem in (tmp_path / "out" / "silence").iterdir():
+    for stem in (tmp_path / "out" / "silence").glob("*.wav"):
         audio, _ = read_audio(stem)
         assert audio.shape == (2 * RATE, 2) and np.abs(audio).max() < 10 ** (-90 / 20)
 
@@ -246,14 +256,16 @@ def test_truncated_wav_gets_a_one_line_warning(tmp_path, capsys, model_folder):
     assert sf.info(tmp_path / "out" / "cut" / "vocals.wav").frames == RATE // 2
 
 
-def test_a_killed_runs_staging_folder_is_cleaned_by_the_next_run(tmp_path, capsys, model_folder):
+def test_a_killed_runs_temporary_files_are_cleaned_by_the_next_run(tmp_path, capsys, model_folder):
     wav = song(tmp_path / "a.wav", seconds=0.5)
     out = tmp_path / "out"
-    leftover = out / ".a.partial-999999999-x1y2"  # its process is gone
-    leftover.mkdir(parents=True)
-    (leftover / "vocals.wav").write_bytes(b"\0" * 1000)
+    leftover = out / "a" / ".ks-999999999-x1y2.tmp"  # its process is gone
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\0" * 1000)
     code, _, _ = separate(capsys, wav, "--model", model_folder, "-o", out)
     assert code == 0 and sorted(p.name for p in out.iterdir()) == ["a"]
+    stems = ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+    assert sorted(p.name for p in (out / "a").iterdir()) == [".keras-sep.json", *stems]
 
 
 @pytest.mark.slow

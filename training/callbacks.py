@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 
 import keras_sep
+from keras_sep.files import staged_file
 
 
 class SaveBest(keras.callbacks.Callback):
@@ -19,9 +20,12 @@ class SaveBest(keras.callbacks.Callback):
     overwrite a better model with a worse one.
     """
 
-    def __init__(self, folder: Path, metadata: dict, monitor: str = "val_loss"):
+    def __init__(
+        self, folder: Path, metadata: dict, monitor: str = "val_loss", overwrite: bool = False
+    ):
         super().__init__()
         self.folder, self.metadata, self.monitor = Path(folder), metadata, monitor
+        self.overwrite = overwrite
         try:
             info = json.loads((self.folder / "config.json").read_text())
             self.best = float(info["best"][monitor])
@@ -34,10 +38,13 @@ class SaveBest(keras.callbacks.Callback):
             return
         self.best = float(value)
         best = {"epoch": epoch + 1, self.monitor: self.best, "loss": (logs or {}).get("loss")}
-        keras_sep.save(self.model, self.folder, {**self.metadata, "best": best})
+        keras_sep.save(
+            self.model, self.folder, {**self.metadata, "best": best}, overwrite=self.overwrite
+        )
+        self.overwrite = False  # from now on the folder's model is this run's own
 
 
-def plot_history(csv_path: Path, png_path: Path) -> Path | None:
+def plot_history(csv_path: Path, png_path: Path, overwrite: bool = False) -> Path | None:
     """Plot training and validation loss per epoch from Keras's CSV log."""
     try:
         with open(csv_path) as f:
@@ -62,6 +69,7 @@ def plot_history(csv_path: Path, png_path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    with staged_file(png_path, suffix=".png", overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return png_path

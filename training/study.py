@@ -31,7 +31,7 @@ import yaml
 
 from keras_sep.config import reject_unknown
 from keras_sep.errors import ConfigError, UsageError, check_output_dir
-from keras_sep.files import atomic_write_text
+from keras_sep.files import atomic_write_text, check_free
 from keras_sep.training.config import (
     TrainConfig,
     add_set_argument,
@@ -391,9 +391,15 @@ def train_run(study: Study, out: Path, label: str, seed: int, progress: bool) ->
     return _record(folder), True
 
 
-def check_study_dir(out: Path, study: Study) -> None:
-    """``out`` must be a writable folder, new or holding this same study (to resume it)."""
+def check_study_dir(out: Path, study: Study, overwrite: bool = False) -> None:
+    """``out`` must be a writable folder, new or holding this same study (to resume it),
+    with no file of the user's where the study's plan and report go (unless ``overwrite``).
+    """
+    from keras_sep.training.study_report import report_files
+
     check_output_dir(out, "-o")
+    for path in [Path(out) / PLAN_FILE, *report_files(Path(out)).values()]:
+        check_free(path, overwrite)
     path, plan = Path(out) / PLAN_FILE, study.plan()
     if path.is_file():
         old = json.loads(path.read_text())
@@ -431,16 +437,19 @@ def evaluate_study(study: Study, out: Path, musdb_root: str | None, progress: bo
 
 
 def run_study(
-    study: Study, out: str | Path, musdb_root: str | None = None, progress: bool = True
+    study: Study,
+    out: str | Path,
+    musdb_root: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Train, evaluate and report one study into ``out``; returns the report's files."""
     from keras_sep.evaluate import PROVENANCE_FILE, SCORES_DIR
     from keras_sep.training.study_report import write_report
 
     out = Path(out)
-    check_study_dir(out, study)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / PLAN_FILE, json.dumps(study.plan(), indent=2) + "\n")
+    check_study_dir(out, study, overwrite)
+    atomic_write_text(out / PLAN_FILE, json.dumps(study.plan(), indent=2) + "\n", overwrite)
     records: dict[str, dict[int, dict]] = {label: {} for label in study.variants}
     runs = study.runs()
     for i, (label, seed) in enumerate(runs, 1):
@@ -511,6 +520,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tracks", type=int, metavar="N", help="score the first N held-out songs")
     add_set_argument(p, "--set batch_size=4")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a plan or report file in the way that keras-sep did not write",
+    )
 
 
 def _seeds(text: str | None) -> list[int] | None:
@@ -534,6 +548,8 @@ def run(args: argparse.Namespace) -> int:
 
         detect_layout(args.musdb_root)  # a missing root fails before anything is written
     data = (str(args.musdb_root),) if args.musdb_root else ("toy",)
+    from keras_sep.training.train import check_data_roots
+
     studies = [
         load_study(
             spec,
@@ -554,10 +570,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         outs = [Path(args.out or "studies") / study.name for study in studies]
     for study, out in zip(studies, outs, strict=True):
-        check_study_dir(out, study)  # all of them before the first trains
+        # All of them, and every variant's data, before the first run trains.
+        check_study_dir(out, study, args.overwrite)
+        for label in study.variants:
+            cfg = study.run_config(label, study.seeds[0])
+            model_cfg = cfg.model_config()
+            check_data_roots(cfg, model_cfg.sources, model_cfg.channels)
     for study, out in zip(studies, outs, strict=True):
         try:
-            files = run_study(study, out, args.musdb_root, progress=not args.quiet)
+            files = run_study(
+                study, out, args.musdb_root, progress=not args.quiet, overwrite=args.overwrite
+            )
         except KeyboardInterrupt:
             print("run the same command again to resume the study", file=sys.stderr)
             raise

@@ -22,7 +22,7 @@ import numpy as np
 
 from keras_sep.baselines import MIXTURE, SILENCE
 from keras_sep.evaluate import PROVENANCE_FILE
-from keras_sep.files import atomic_write_text
+from keras_sep.files import atomic_write_text, staged_file
 from keras_sep.report import EvaluationResults, jsonable, markdown_table
 from keras_sep.training.study import EVAL_DIR, Claim, Study, read_timeline, run_folder, system_name
 
@@ -381,7 +381,8 @@ def plot_bars(report: Mapping[str, Any], study: Study, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(f"{study.title}\n{report['scale']['short']}", fontsize="medium")
-    fig.savefig(path, dpi=100)
+    with staged_file(path, suffix=".png", overwrite=True) as tmp:  # checked before the study
+        fig.savefig(tmp, dpi=100)
 
 
 def plot_curves(
@@ -416,7 +417,8 @@ def plot_curves(
     axes[0].set_ylabel("validation loss (MSE summed over sources)")
     axes[1].legend(fontsize="x-small", ncol=2)
     fig.suptitle(f"{study.title}\n{short}", fontsize="medium")
-    fig.savefig(path, dpi=100)
+    with staged_file(path, suffix=".png", overwrite=True) as tmp:  # checked before the study
+        fig.savefig(tmp, dpi=100)
 
 
 def write_report(
@@ -475,14 +477,20 @@ def write_report(
         },
         "evaluation": str(Path(EVAL_DIR) / "report.md"),
     }
-    files = {
+    files = report_files(out)
+    plot_bars(report, study, files["bars"])
+    plot_curves(curves, study, scale["short"], files["curves"])
+    # Checked before the study trained (check_study_dir), so every one is ours or allowed.
+    atomic_write_text(files["json"], json.dumps(jsonable(report), indent=2) + "\n", True)
+    atomic_write_text(files["markdown"], report_markdown(report, study), True)
+    return files
+
+
+def report_files(out: Path) -> dict[str, Path]:
+    """The files ``write_report`` writes into a study's folder."""
+    return {
         "markdown": out / REPORT_MD,
         "json": out / REPORT_JSON,
         "bars": out / BARS_PNG,
         "curves": out / CURVES_PNG,
     }
-    plot_bars(report, study, files["bars"])
-    plot_curves(curves, study, scale["short"], files["curves"])
-    atomic_write_text(files["json"], json.dumps(jsonable(report), indent=2) + "\n")
-    atomic_write_text(files["markdown"], report_markdown(report, study))
-    return files

@@ -31,9 +31,11 @@ from keras_sep.errors import (  # noqa: E402
     ArgumentParser,
     ConfigError,
     DataError,
+    UsageError,
     check_output_dir,
     command,
 )
+from keras_sep.files import atomic_write_text, check_free, claim, make_folder  # noqa: E402
 from keras_sep.training.config import (  # noqa: E402
     PRECISIONS,
     STEMS_PREFIX,
@@ -167,15 +169,58 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def check_data_roots(cfg: TrainConfig, sources: tuple[str, ...]) -> None:
-    """Fail at once, in one line, when a data root is missing or not a dataset."""
-    from keras_sep.data.tracks import check_stems_root, detect_layout
+def check_data_roots(cfg: TrainConfig, sources: tuple[str, ...], channels: int = 2) -> None:
+    """Fail at once, in one line, when a data root is missing, not a dataset, has a song
+    without a stem or with mismatched stems, or holds audio of other channels than the
+    model's: all before any work."""
+    from keras_sep.data.tracks import check_musdb_tree, check_stems_root
 
     for source in cfg.data:
         if source.startswith(STEMS_PREFIX):
             check_stems_root(source[len(STEMS_PREFIX) :], sources)
-        elif source != "toy":
-            detect_layout(source)
+            have = None  # a folder of stems is matched to the model's channels as it is read
+        elif source == "toy":
+            have = 2  # the built-in songs are stereo
+        else:
+            have = check_musdb_tree(source, sources)
+        if have is not None and have != channels:
+            raise ConfigError(
+                f"{'the toy songs' if source == 'toy' else source} have {have}-channel audio "
+                f"but the model takes {channels} (model.channels); set model.channels={have} "
+                "or use data with that many channels"
+            )
+
+
+TRAIN_CONFIG, HISTORY_CSV, HISTORY_PNG = "train_config.yaml", "history.csv", "history.png"
+# Every file a run writes at its top level; a new run checks them all before any work.
+RUN_FILES = ("config.json", "model.weights.h5", TRAIN_CONFIG, HISTORY_CSV, HISTORY_PNG)
+# Fields a resumed run may change: how long it runs and where its cache lives.
+RESUMABLE = {"epochs", "cache_dir", "workers"}
+
+
+def check_resume(out: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a run with another config, listing the fields that differ."""
+    try:
+        old = yaml.safe_load((out / TRAIN_CONFIG).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # nothing recorded: the backup's own restore will judge
+    new = cfg.to_dict()
+    differ = sorted(
+        k for k in new if k not in RESUMABLE and k in old and _plain(old[k]) != _plain(new[k])
+    )
+    if differ:
+        fields = "; ".join(
+            f"{k}: {_plain(old[k])} in the run, {_plain(new[k])} now" for k in differ
+        )
+        raise UsageError(
+            f"cannot resume {out}: its config differs ({fields}); rerun with the run's "
+            "settings, or pass another --out"
+        )
+
+
+def _plain(value):
+    """A config value as YAML reads it back (tuples become lists)."""
+    return yaml.safe_load(yaml.safe_dump(value))
 
 
 def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], progress: bool):
@@ -324,6 +369,11 @@ def train(
     start_epoch = resume_epoch(out)
     if (out / "config.json").exists() and start_epoch == 0 and not overwrite:
         raise ConfigError(f"{out} already holds a trained model; pass another --out or --overwrite")
+    if start_epoch:
+        check_resume(out, cfg)
+    else:
+        for name in RUN_FILES:
+            check_free(out / name, overwrite)
     if start_epoch >= cfg.epochs:
         raise ConfigError(f"{out} has already trained {start_epoch} of {cfg.epochs} epochs")
     model_cfg = cfg.model_config()
@@ -331,7 +381,8 @@ def train(
     started_from = None
     if cfg.init_from:
         started_from = check_source(cfg.init_from, cfg.architecture, model_cfg)
-    check_data_roots(cfg, model_cfg.sources)  # a mistyped root fails before anything else
+    # A mistyped root, a song without a stem or a channel mismatch fails before anything else.
+    check_data_roots(cfg, model_cfg.sources, model_cfg.channels)
     backend = keras.backend.backend()
     device = training_device(backend)
     if worker.is_chief:
@@ -402,7 +453,7 @@ def train(
         )
     adapt_for_multiworker(model, strategy)
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     resolved = {
         **cfg.to_dict(),
         "backend": backend,
@@ -414,11 +465,12 @@ def train(
         **({"started_from": started_from} if started_from else {}),
         **({"held_out": held_out} if held_out else {}),
     }
-    (out / "train_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    ours = overwrite or start_epoch > 0  # checked above, or written by this run before
+    atomic_write_text(out / TRAIN_CONFIG, yaml.safe_dump(resolved, sort_keys=False), ours)
     run_callbacks = [
         keras.callbacks.BackupAndRestore(str(out / BACKUP_DIR)),
-        SaveBest(out, metadata={"training": resolved}),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=start_epoch > 0),
+        SaveBest(out, metadata={"training": resolved}, overwrite=ours),
+        keras.callbacks.CSVLogger(str(out / HISTORY_CSV), append=start_epoch > 0),
     ]
     if have_tensorflow():
         run_callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
@@ -445,10 +497,11 @@ def train(
         for callback in callbacks:
             if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:
                 callback.csv_file.close()
+        claim([out / HISTORY_CSV])  # Keras wrote it in place: record it as keras-sep's
     if not worker.is_chief:
         shutil.rmtree(out, ignore_errors=True)  # the chief wrote the run folder
         return history.history
-    plot_history(out / "history.csv", out / "history.png")
+    plot_history(out / HISTORY_CSV, out / HISTORY_PNG, overwrite=ours)
     print(f"trained {out} in {time.time() - started:.0f} s", file=sys.stderr)
     return history.history
 

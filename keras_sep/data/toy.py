@@ -152,6 +152,7 @@ def write_musdb_tree(
     sample_rate: int = 44100,
     seed: int = 0,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write toy songs in MUSDB18-HQ layout: root/{train,test}/<song>/<stem>.wav, 16-bit PCM.
 
@@ -160,14 +161,21 @@ def write_musdb_tree(
     (musdb's own setup with ``validation_tracks`` replaced), for
     ``musdb.DB(root, is_wav=True, subsets="train", split="valid", setup_file="setup.yaml")``.
     Stems are rounded to the 16-bit grid first, so mixture.wav is exactly their sum.
-    Existing files of these songs are replaced; other folders under ``root`` are left alone.
+    Files keras-sep wrote there before are replaced; any other file in the way (a user's
+    ``setup.yaml``, another dataset's song) is an ``OutputExistsError`` raised before
+    anything is written, unless ``overwrite``. Other files under ``root`` are left alone.
     """
     from keras_sep.audio import write_audio
+    from keras_sep.files import check_free
 
     if min(train, valid, test) < 0:
         raise ValueError(f"song counts must be >= 0, got train={train} valid={valid} test={test}")
     root = Path(root)
     plan = ["train"] * (train + valid) + ["test"] * test
+    for i, subset in enumerate(plan):
+        for name in (*SOURCES, "mixture"):
+            check_free(root / subset / song_name(i) / f"{name}.wav", overwrite)
+    check_free(root / "setup.yaml", overwrite)
     songs = enumerate(plan)
     if progress:
         from tqdm import tqdm
@@ -179,22 +187,21 @@ def write_musdb_tree(
         stems = {k: np.round(v * 32768.0) / 32768.0 for k, v in stems.items()}
         folder = root / subset / song_name(i)
         for name in SOURCES:
-            write_audio(folder / f"{name}.wav", stems[name], sample_rate)
-        write_audio(folder / "mixture.wav", sum(stems.values()), sample_rate)
+            write_audio(folder / f"{name}.wav", stems[name], sample_rate, overwrite=overwrite)
+        write_audio(folder / "mixture.wav", sum(stems.values()), sample_rate, overwrite=overwrite)
 
-    write_setup(root, [song_name(i) for i in range(train, train + valid)])
+    write_setup(root, [song_name(i) for i in range(train, train + valid)], overwrite)
     return root
 
 
-def write_setup(root: str | os.PathLike, validation: list[str]) -> Path:
+def write_setup(root: str | os.PathLike, validation: list[str], overwrite: bool = False) -> Path:
     """Write root/setup.yaml: musdb's own setup with ``validation_tracks`` replaced."""
     import yaml
 
     setup = yaml.safe_load(_musdb_setup_path().read_text())
     setup["validation_tracks"] = list(validation)
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "setup.yaml", yaml.safe_dump(setup, sort_keys=False))
+    atomic_write_text(root / "setup.yaml", yaml.safe_dump(setup, sort_keys=False), overwrite)
     return root / "setup.yaml"
 
 

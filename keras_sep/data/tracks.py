@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_sep.config import SOURCES
 from keras_sep.errors import DataError, require
 
 SUBSETS = ("train", "test")
@@ -100,6 +101,47 @@ def detect_layout(root: str | os.PathLike) -> bool:
     raise DataError(f"{root} holds neither .stem.mp4 files nor <song>/mixture.wav folders")
 
 
+def check_musdb_tree(root: str | os.PathLike, sources: tuple[str, ...]) -> int:
+    """Check every song of a MUSDB18-HQ (wav) root before any work; returns its channels.
+
+    Each song folder must hold ``mixture.wav`` and a file per source, all readable, with
+    one sample rate, one length and one channel count: a ``DataError`` names the first
+    song that does not. A stems (.mp4) root is not checked here and gives 2 (stereo).
+    """
+    import soundfile as sf
+
+    if not detect_layout(root):
+        return 2
+    channels = set()
+    for subset in SUBSETS:
+        folder = Path(root) / subset
+        songs = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        for song in songs:
+            names = ("mixture", *sources)
+            missing = [n for n in names if not (song / f"{n}.wav").is_file()]
+            if missing:
+                raise DataError(
+                    f"{song} has no {', '.join(f'{n}.wav' for n in missing)}; every song of a "
+                    f"MUSDB18-HQ root needs mixture.wav and {', '.join(sources)} (.wav)"
+                )
+            try:
+                infos = {n: sf.info(str(song / f"{n}.wav")) for n in names}
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise DataError(f"{song}: a stem is not readable audio ({e})") from None
+            for what, key in (("sample rates", "samplerate"), ("lengths", "frames")):
+                values = {n: getattr(i, key) for n, i in infos.items()}
+                if len(set(values.values())) > 1:
+                    listed = ", ".join(f"{n} {v}" for n, v in values.items())
+                    raise DataError(
+                        f"{song}: its stems have different {what} ({listed}); every stem of "
+                        "a song must match its mixture"
+                    )
+            channels |= {i.channels for i in infos.values()}
+    if len(channels) > 1:
+        raise DataError(f"{root} mixes songs of {sorted(channels)} channels; use one")
+    return channels.pop() if channels else 2
+
+
 def musdb_tracks(
     root: str | os.PathLike,
     subset: str = "test",
@@ -111,13 +153,15 @@ def musdb_tracks(
 
     ``split`` ('train' or 'valid') applies to ``subset='train'`` and uses musdb's
     standard validation list, or the root's own ``setup.yaml`` if it has one (generated
-    trees do). Audio is decoded one track at a time, at the dataset's rate.
+    trees do). Every check runs when this is called, before the first track is read;
+    audio is then decoded one track at a time, at the dataset's rate.
     """
     if subset not in SUBSETS:
         raise DataError(f"subset must be one of {list(SUBSETS)}, got {subset!r}")
     if split is not None and (subset != "train" or split not in SPLITS):
         raise DataError(f"split {split!r} needs subset 'train' and one of {list(SPLITS)}")
     is_wav = detect_layout(root)
+    check_musdb_tree(root, tuple(sources or SOURCES))
     musdb = import_musdb()
     setup = SETUP_FILE if (Path(root) / SETUP_FILE).is_file() else None
     db = musdb.DB(root=str(root), is_wav=is_wav, subsets=subset, split=split, setup_file=setup)
@@ -128,11 +172,14 @@ def musdb_tracks(
     unknown = sorted(set(names) - set(db.setup["sources"]))
     if unknown:
         raise DataError(f"{root} has no stems {unknown}; it has {sorted(db.setup['sources'])}")
-    for track in db.tracks[:limit]:
-        path = Path(track.path)
-        stamp = file_stamp(path) if path.exists() else ""
-        stems = LazySources(lambda t=track: _decode(t, names))
-        yield Track(track.name, int(track.rate), stems, {"path": str(path), "stamp": stamp})
+    return (_musdb_track(track, names) for track in db.tracks[:limit])
+
+
+def _musdb_track(track, names: tuple[str, ...]) -> Track:
+    path = Path(track.path)
+    stamp = file_stamp(path) if path.exists() else ""
+    stems = LazySources(lambda t=track: _decode(t, names))
+    return Track(track.name, int(track.rate), stems, {"path": str(path), "stamp": stamp})
 
 
 def _decode(track, names: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ goes through here, under one rule:
   (``.ks-<pid>-<random>``) and renamed into place when it is complete, so a reader never
   sees a truncated file and a failed run leaves nothing behind;
 - a file already at that name is replaced only if keras-sep wrote it there: each folder
-  keras-sep writes into holds a small record, ``.keras-sep.json``, with the size and
+  keras-sep writes into holds a small record, ``.keras-sep-record``, with the size and
   modification time of every file it published there, and a file that no longer matches
   its record (edited, replaced, or never ours) is the user's;
 - any other file in the way is an ``OutputExistsError`` (exit 2) naming it, unless the
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from keras_sep.errors import UsageError
 
-RECORD = ".keras-sep.json"
+RECORD = ".keras-sep-record"
 # Short, so that a 255-byte file name still has room beside it; the pid lets a later run
 # tell a killed run's leftovers from a live run's work in progress.
 TEMP_PREFIX = ".ks-"

@@ -317,7 +317,7 @@ def test_resume_skips_scored_tracks(tmp_path):
     )
 
     # Without --resume a used folder is refused rather than silently mixed.
-    with pytest.raises(DataError, match="--resume"):
+    with pytest.raises(UsageError, match="--resume"):
         ev.evaluate({"m": CountingModel(cfg)}, tracks, tmp_path)
 
     model = CountingModel(cfg)
@@ -338,12 +338,12 @@ def test_resume_skips_scored_tracks(tmp_path):
     again = results.track_scores("m")[0]
     assert again.plain_sdr == first.plain_sdr
     # Resuming with other data is refused.
-    with pytest.raises(DataError, match="cannot resume"):
+    with pytest.raises(UsageError, match="cannot resume"):
         ev.evaluate(
             {"m": model}, tracks, tmp_path, resume=True, provenance={"data": {"kind": "other"}}
         )
     # So is resuming with other test-time augmentation.
-    with pytest.raises(DataError, match="cannot resume .* tta 4"):
+    with pytest.raises(UsageError, match="cannot resume .* tta 4"):
         ev.evaluate({"m": model}, tracks, tmp_path, resume=True, tta=1)
 
 

@@ -336,7 +336,7 @@ def test_leftover_temporary_files_of_dead_runs_are_removed(tmp_path):
         path.write_bytes(b"half")
     write_stems(song, {"vocals": np.zeros((100, 2))}, 22050)
     assert sorted(p.name for p in song.iterdir()) == sorted(
-        [".keras-sep.json", "vocals.wav", live.name]
+        [".keras-sep-record", "vocals.wav", live.name]
     )
 
 

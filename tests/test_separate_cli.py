@@ -265,7 +265,7 @@ def test_a_killed_runs_temporary_files_are_cleaned_by_the_next_run(tmp_path, cap
     code, _, _ = separate(capsys, wav, "--model", model_folder, "-o", out)
     assert code == 0 and sorted(p.name for p in out.iterdir()) == ["a"]
     stems = ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
-    assert sorted(p.name for p in (out / "a").iterdir()) == [".keras-sep.json", *stems]
+    assert sorted(p.name for p in (out / "a").iterdir()) == [".keras-sep-record", *stems]
 
 
 @pytest.mark.slow

@@ -205,8 +205,14 @@ def check_resume(out: Path, cfg: TrainConfig) -> None:
     except (OSError, yaml.YAMLError):
         return  # nothing recorded: the backup's own restore will judge
     new = cfg.to_dict()
+    # "auto" and unset values are resolved when a run starts, and recorded resolved.
     differ = sorted(
-        k for k in new if k not in RESUMABLE and k in old and _plain(old[k]) != _plain(new[k])
+        k
+        for k in new
+        if k not in RESUMABLE
+        and k in old
+        and new[k] not in ("auto", None)
+        and _plain(old[k]) != _plain(new[k])
     )
     if differ:
         fields = "; ".join(

@@ -432,3 +432,59 @@ def test_random_trees_lose_nothing(tmp_path, capsys, fast_model, seed):
 def test_random_trees_lose_nothing_200(tmp_path, capsys, fast_model):
     for seed in range(5, 205):
         check_random_tree(tmp_path, seed, capsys)
+
+
+def test_every_writing_command_refuses_a_users_file_before_any_work(tmp_path, capsys, model_folder):
+    from keras_sep.export.cli import main as export_main
+
+    def users_file(folder: Path, name: str) -> Path:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("the user's")
+        return folder / name
+
+    mine = users_file(tmp_path / "report", "report.md")
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        "--model",
+        model_folder,
+        "--data",
+        "toy",
+        "--tracks",
+        "1",
+        "-o",
+        tmp_path / "report",
+    )
+    assert code == 2 and f"{mine} exists and was not written by keras-sep" in err[-1], err
+    assert names(tmp_path / "report") == ["report.md"]
+
+    mine = users_file(tmp_path / "artifacts", "model.onnx")
+    code = export_main(
+        [str(model_folder), "--out", str(tmp_path / "artifacts"), "--formats", "onnx"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and f"{mine} exists and was not written by keras-sep" in err, err
+    assert names(tmp_path / "artifacts") == ["model.onnx"]
+
+    mine = users_file(tmp_path / "run", "history.csv")
+    code = train_main(
+        [
+            "--config",
+            "wave_u_net",
+            "--data",
+            "toy",
+            "--set",
+            "preset=tiny",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and f"{mine} exists and was not written by keras-sep" in err, err
+    assert names(tmp_path / "run") == ["history.csv"]
+
+    mine = users_file(tmp_path / "study", "report.md")
+    code, _, err = run(capsys, "study", "fig3a", "-o", tmp_path / "study")
+    assert code == 2 and f"{mine} exists and was not written by keras-sep" in err[-1], err
+    assert names(tmp_path / "study") == ["report.md"]
+    assert all(p.read_text() == "the user's" for p in tmp_path.rglob("*.*") if p.is_file())

@@ -20,6 +20,7 @@ from keras_sep.data.tracks import musdb_tracks, toy_tracks
 from keras_sep.errors import ConfigError, DataError
 from keras_sep.training import pipeline
 from keras_sep.training.config import load_config
+from keras_sep.training.distribute import CLUSTER_ENV, Cluster, Worker, validation_share
 from keras_sep.training.train import load_tracks, main, train
 
 SECONDS = 3.0
@@ -284,7 +285,7 @@ def free_ports(n: int) -> list[int]:
 
 
 MULTIWORKER = """
-import hashlib, sys
+import hashlib, os, sys
 import keras
 from keras_sep.training.config import load_config
 from keras_sep.training.train import train
@@ -294,8 +295,14 @@ class Digest(keras.callbacks.Callback):
         weights = b"".join(w.tobytes() for w in self.model.get_weights())
         print("weights", hashlib.sha256(weights).hexdigest())
 
+class Stop(keras.callbacks.Callback):
+    # Stand-in for a killed run: stop after epoch $STOP_AFTER_EPOCH's backup is written.
+    def on_epoch_end(self, epoch, logs=None):
+        if str(epoch + 1) == os.environ.get("STOP_AFTER_EPOCH"):
+            sys.exit(3)
+
 cfg = load_config("wave_u_net", sys.argv[3:])
-history = train(cfg, sys.argv[2], progress=False, callbacks=[Digest()])
+history = train(cfg, sys.argv[2], progress=False, callbacks=[Digest(), Stop()])
 print("val_loss", history["val_loss"])
 """
 
@@ -343,9 +350,12 @@ def test_multiworker_strategy_trains_two_workers_in_sync(tmp_path):
     assert info["training"]["replicas"] == 2
 
     # The logged validation loss is the mean over all validation segments, not one
-    # worker's share: evaluate the saved best model here, in one process.
-    from keras_sep.training.train import load_tracks
+    # worker's share.
+    assert info["best"]["val_loss"] == pytest.approx(one_process_val_loss(out, overrides), rel=1e-5)
 
+
+def one_process_val_loss(out, overrides: list) -> float:
+    """The validation loss of the model saved in ``out``, evaluated here in one process."""
     cfg = load_config("wave_u_net", overrides)
     model = keras_sep.load(out)
     arch = model.arch_config
@@ -358,7 +368,7 @@ def test_multiworker_strategy_trains_two_workers_in_sync(tmp_path):
         losses.append(
             sum(np.mean((estimates[s][0] - targets[i]) ** 2) for i, s in enumerate(arch.sources))
         )
-    assert info["best"]["val_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    return float(np.mean(losses))
 
 
 def test_sampler_shards_draw_different_examples(sampler):
@@ -377,3 +387,238 @@ def test_multiworker_rejects_a_bad_tf_config(tmp_path, capsys, monkeypatch):
     assert main([*args, "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: TF_CONFIG is not valid") and err.count("\n") == 1
+
+
+# keras.distribution under JAX: --strategy mirrored / multiworker --backend jax.
+
+
+def jax_env(**extra) -> dict:
+    """A subprocess environment for JAX: no cluster unless given, CPU devices as given."""
+    env = {k: v for k, v in os.environ.items() if k not in CLUSTER_ENV}
+    return {**env, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def run_folder_losses(folder) -> dict:
+    with open(folder / "history.csv") as f:
+        return {k: float(v) for k, v in next(csv.DictReader(f)).items()}
+
+
+# Each pipeline, on two devices and on one.
+FOUR_RUNS = """
+import sys
+from keras_sep.training.train import main
+args, out = sys.argv[2:], sys.argv[1]
+for pipeline in ("tfdata", "pydataset"):
+    run = [*args, "--set", f"pipeline={pipeline}"]
+    assert main([*run, "--strategy", "mirrored", "--out", f"{out}/{pipeline}-2"]) == 0
+    assert main([*run, "--out", f"{out}/{pipeline}-1"]) == 0
+"""
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path):
+    """train.py --backend jax --strategy mirrored: 3 steps on 2 host devices equal 3 steps on
+    one device, fed by tf.data or by a PyDataset."""
+    args = ["--backend", "jax", "--config", "wave_u_net", "--data", "toy", "--set", "preset=tiny"]
+    args += [f"--set={s}" for s in SMALL if not s.startswith("jit_compile")]
+    args += ["--epochs", "1", "--set", "steps_per_epoch=3", "--quiet"]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    env = jax_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    done = subprocess.run(
+        [sys.executable, "-c", FOUR_RUNS, str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("strategy mirrored: 2 replicas in 1 process") == 2
+    for feed in ("tfdata", "pydataset"):
+        one, two = tmp_path / f"{feed}-1", tmp_path / f"{feed}-2"
+        for folder, replicas in ((one, 1), (two, 2)):
+            info = json.loads((folder / "config.json").read_text())["training"]
+            assert (info["backend"], info["replicas"], info["pipeline"]) == (
+                "jax",
+                replicas,
+                feed,
+            )
+        single, double = run_folder_losses(one), run_folder_losses(two)
+        assert single.keys() == double.keys()
+        for key in single:
+            assert double[key] == pytest.approx(single[key], abs=1e-5), (feed, key)
+        weights = keras_sep.load(one).get_weights()
+        for a, b in zip(weights, keras_sep.load(two).get_weights(), strict=True):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+
+
+def run_cluster(script_args: list, env: dict, processes: int = 2, timeout: int = 300) -> list:
+    """Start ``processes`` JAX processes on 127.0.0.1; (returncode, stdout, stderr) of each.
+
+    A process that outlives ``timeout`` (a peer died, the cluster never formed) is killed.
+    """
+    (port,) = free_ports(1)
+    cluster = {
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": str(processes),
+        # The coordinator listens on the loopback interface only.
+        "JAX_COORDINATOR_BIND_ADDRESS": f"127.0.0.1:{port}",
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTIWORKER, "x", *script_args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, **cluster, "KERAS_DISTRIBUTION_PROCESS_ID": str(i)},
+        )
+        for i in range(processes)
+    ]
+    results = []
+    try:
+        for w in workers:
+            results.append((*w.communicate(timeout=timeout), w.returncode))
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.communicate()
+    return [(code, out, err) for out, err, code in results]
+
+
+@pytest.mark.slow
+def test_jax_two_process_cluster_trains_in_sync_and_resumes(tmp_path):
+    """Two JAX processes on 127.0.0.1: stopped after step 1, resumed for step 2, identical
+    weights on both; process 0 alone wrote the run folder."""
+    out = tmp_path / "run"
+    overrides = [s for s in SMALL if not s.startswith("jit_compile")]
+    overrides += ["epochs=2", "steps_per_epoch=1", "strategy=multiworker", "data=[toy]"]
+    overrides += [f"cache_dir={tmp_path / 'cache'}"]
+    env = jax_env(XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+    stopped = run_cluster([str(out), *overrides], {**env, "STOP_AFTER_EPOCH": "1"})
+    assert [code for code, _, _ in stopped] == [3, 3], [err[-2500:] for _, _, err in stopped]
+    assert resume_epoch_of(out / "backup") == 1
+    assert resume_epoch_of(out / "worker-1" / "backup") == 1
+
+    resumed = run_cluster([str(out), *overrides], env)
+    failed = [f"process {i}: {err[-2500:]}" for i, (code, _, err) in enumerate(resumed) if code]
+    assert not failed, "\n".join(failed)
+    assert "resuming" in resumed[0][2]
+    assert "strategy multiworker: 2 replicas in 2 processes" in resumed[0][2]
+    digests = [[ln for ln in o.splitlines() if ln.startswith("weights")] for _, o, _ in resumed]
+    assert len(digests[0]) == 1 and digests[0] == digests[1]
+    logs = [[ln for ln in o.splitlines() if ln.startswith("val_loss")] for _, o, _ in resumed]
+    assert len(logs[0]) == 1 and logs[0] == logs[1]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "history.csv",
+        "history.png",
+        "model.weights.h5",
+        "tensorboard",
+        "train_config.yaml",
+    ]
+    with open(out / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+    info = json.loads((out / "config.json").read_text())
+    training = info["training"]
+    assert (training["backend"], training["strategy"], training["replicas"]) == (
+        "jax",
+        "multiworker",
+        2,
+    )
+    # Each process validated on its half: the logged loss is the mean over all segments.
+    assert info["best"]["val_loss"] == pytest.approx(one_process_val_loss(out, overrides), rel=1e-5)
+
+
+def resume_epoch_of(backup) -> int:
+    return json.loads((backup / "training_metadata.json").read_text())["epoch"]
+
+
+def test_jax_cluster_spec_is_checked():
+    Cluster("127.0.0.1:1234", 2, 1).check()
+    bad = {
+        "no coordinator": Cluster(None, 2, 0),
+        "no num processes": Cluster("host:1234", None, 0),
+        "no process id": Cluster("host:1234", 2, None),
+        "must be HOST:PORT": Cluster("host", 2, 0),
+        "out of range for 2 processes": Cluster("host:1234", 2, 2),
+        "at least 1": Cluster("host:1234", 0, 0),
+    }
+    for message, cluster in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            cluster.check()
+    env = {
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:1234,10.0.0.2:1234",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+        "KERAS_DISTRIBUTION_PROCESS_ID": "1",
+    }
+    assert Cluster.from_environment(env) == Cluster("10.0.0.1:1234", 2, 1)
+    flags = Cluster(None, None, 0)
+    assert flags.merged(Cluster.from_environment(env)) == Cluster("10.0.0.1:1234", 2, 0)
+    with pytest.raises(ConfigError, match="lists 2 addresses but"):
+        Cluster.from_environment({**env, "KERAS_DISTRIBUTION_NUM_PROCESSES": "3"})
+    with pytest.raises(ConfigError, match="whole number"):
+        Cluster.from_environment({**env, "KERAS_DISTRIBUTION_PROCESS_ID": "one"})
+
+
+@pytest.fixture
+def as_backend(monkeypatch):
+    """Make train.py believe Keras runs on another backend (no process of its own needed:
+    these checks fail before the backend computes anything)."""
+    import keras
+
+    for name in CLUSTER_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+    def use(name):
+        monkeypatch.setattr(keras.backend, "backend", lambda: name)
+        monkeypatch.setenv("KERAS_BACKEND", name)
+
+    return use
+
+
+def test_bad_jax_cluster_is_one_line_before_any_work(tmp_path, capsys, as_backend, monkeypatch):
+    as_backend("jax")
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["--backend", "jax", "--config", "dilated", "--data", "toy", "--quiet"]
+    args += ["--strategy", "multiworker", "--out", str(out), "--cache-dir", str(cache)]
+    assert main([*args, "--num-processes", "2", "--process-id", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the JAX cluster has no coordinator") and err.count("\n") == 1
+    assert "--coordinator" in err and "KERAS_DISTRIBUTION_JOB_ADDRESSES" in err
+    cluster = ["--coordinator", "127.0.0.1:1234", "--num-processes", "2"]
+    assert main([*args, *cluster, "--process-id", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: process id 2 is out of range for 2 processes (0 to 1)\n"
+    # From the environment as well.
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "5")
+    assert main([*args, *cluster]) == 2
+    assert "process id 5 is out of range" in capsys.readouterr().err
+    assert not out.exists() and not cache.exists()
+
+
+def test_cluster_flags_and_strategies_outside_jax(tmp_path, capsys, as_backend):
+    args = ["--config", "dilated", "--data", "toy", "--quiet", "--out", str(tmp_path / "r")]
+    args += ["--cache-dir", str(tmp_path / "c")]
+    as_backend("torch")
+    for strategy in ("mirrored", "multiworker"):
+        assert main([*args, "--backend", "torch", "--strategy", strategy]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"error: --strategy {strategy} needs --backend jax (keras.distribution) or "
+            "--backend tensorflow (tf.distribute); torch trains on one device\n"
+        )
+    as_backend("tensorflow")
+    assert main([*args, "--strategy", "multiworker", "--coordinator", "h:1"]) == 2
+    assert "TensorFlow reads TF_CONFIG" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_validation_is_shared_evenly_over_processes_and_devices():
+    plan = list(range(10))
+    assert validation_share(plan, Worker(0, 1), 1) == plan
+    assert validation_share(plan, Worker(0, 1), 4) == plan[:8]  # 2 segments per device
+    shares = [validation_share(plan, Worker(i, 2), 4) for i in range(2)]
+    assert shares == [plan[:4], plan[4:8]]
+    with pytest.raises(ConfigError, match="cannot be split over 16 replicas"):
+        validation_share(plan, Worker(0, 2), 16)

@@ -85,7 +85,7 @@ class TrainConfig:
     workers: int = 2  # PyDataset threads
     mixed_precision: str = "off"  # auto: bfloat16 where the device has it, else float16
     jit_compile: Any = "auto"
-    strategy: str = "default"  # tf.distribute: default, mirrored, multiworker
+    strategy: str = "default"  # default, mirrored, multiworker (distribute.py)
 
     def __post_init__(self) -> None:
         check_field_types(self)

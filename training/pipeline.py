@@ -53,11 +53,18 @@ def tf_dataset(sampler: SegmentSampler, batch_size: int, start_batch: int, num_b
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def tf_validation_dataset(sampler: SegmentSampler, batch_size: int, segments_per_track: int):
-    """Fixed validation segments (evenly spaced, no augmentation) as a ``tf.data.Dataset``."""
+def tf_validation_dataset(
+    sampler: SegmentSampler, batch_size: int, segments_per_track: int, plan: list | None = None
+):
+    """Fixed validation segments (evenly spaced, no augmentation) as a ``tf.data.Dataset``.
+
+    ``plan``: the (track, offset) pairs to read, if not all of ``sampler.validation_plan``.
+    """
     import tensorflow as tf
 
-    plan = np.array(sampler.validation_plan(segments_per_track), dtype=np.int64)
+    if plan is None:
+        plan = sampler.validation_plan(segments_per_track)
+    plan = np.array(plan, dtype=np.int64)
     k, length, channels = len(sampler.sources), sampler.segment_length, sampler.channels
 
     def read(pair):
@@ -99,12 +106,18 @@ class TrainBatches(keras.utils.PyDataset):
 
 
 class ValidationBatches(keras.utils.PyDataset):
-    """The fixed validation segments without TensorFlow."""
+    """The fixed validation segments without TensorFlow (``plan``: as for tf_validation_dataset)."""
 
-    def __init__(self, sampler: SegmentSampler, batch_size: int, segments_per_track: int):
+    def __init__(
+        self,
+        sampler: SegmentSampler,
+        batch_size: int,
+        segments_per_track: int,
+        plan: list | None = None,
+    ):
         super().__init__()
         self.sampler, self.batch_size = sampler, batch_size
-        self.plan = sampler.validation_plan(segments_per_track)
+        self.plan = sampler.validation_plan(segments_per_track) if plan is None else plan
 
     def __len__(self) -> int:
         return -(-len(self.plan) // self.batch_size)

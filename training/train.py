@@ -45,9 +45,14 @@ from keras_sep.training.config import (  # noqa: E402
     load_config,
 )
 from keras_sep.training.distribute import (  # noqa: E402
+    Cluster,
     adapt_for_multiworker,
+    fit_scope,
+    is_data_parallel,
     is_multiworker,
     make_strategy,
+    process_share,
+    replicas_of,
     shard_datasets,
     worker_of,
 )
@@ -108,8 +113,25 @@ def get_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         choices=STRATEGIES,
-        help="tf.distribute: mirrored over local GPUs, or multiworker over the machines "
-        "in TF_CONFIG (docs/training.md)",
+        help="data parallel: mirrored over the local GPUs, or multiworker over several "
+        "machines (TensorFlow: TF_CONFIG; JAX: the three flags below); docs/training.md",
+    )
+    p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="JAX multiworker: process 0's address (else $KERAS_DISTRIBUTION_JOB_ADDRESSES)",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="JAX multiworker: processes in the cluster (else $KERAS_DISTRIBUTION_NUM_PROCESSES)",
+    )
+    p.add_argument(
+        "--process-id",
+        type=int,
+        metavar="I",
+        help="JAX multiworker: this process, 0 to N-1 (else $KERAS_DISTRIBUTION_PROCESS_ID)",
     )
     p.add_argument(
         "--mixed-precision",
@@ -353,10 +375,12 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
     callbacks: list | None = None,
+    cluster: Cluster | None = None,
 ) -> dict:
     """Train according to ``cfg`` into the run folder ``out``; returns fit's history.
 
-    ``callbacks`` are appended to the run's own (backup, best model, logs).
+    ``callbacks`` are appended to the run's own (backup, best model, logs). ``cluster``:
+    the JAX cluster flags of ``--strategy multiworker`` (the rest from the environment).
     """
     import keras
 
@@ -366,9 +390,11 @@ def train(
     from keras_sep.training.device import cpu_cost_note, training_device
     from keras_sep.training.finetune import check_source, load_source_weights
 
-    strategy = make_strategy(cfg.strategy)  # first: it configures TensorFlow's runtime
+    # First: a strategy configures the runtime (collectives, a multi-process cluster).
+    strategy = make_strategy(cfg.strategy, cluster or Cluster())
     multiworker = is_multiworker(strategy)
     worker = worker_of(strategy)
+    replicas = replicas_of(strategy)
     # Only the chief writes the run folder; the others keep their backup beside it.
     out = Path(out) if worker.is_chief else Path(out) / f"worker-{worker.index}"
     progress = progress and worker.is_chief
@@ -393,6 +419,12 @@ def train(
     device = training_device(backend)
     if worker.is_chief:
         print(f"training on {backend}, device: {device}", file=sys.stderr)
+        if strategy:
+            print(
+                f"strategy {cfg.strategy}: {replicas} replicas in {worker.count} "
+                f"process{'es' if worker.count > 1 else ''}",
+                file=sys.stderr,
+            )
         note = cpu_cost_note(cfg.architecture, cfg.preset, backend) if device == "CPU" else None
         if note:
             print(note, file=sys.stderr)
@@ -417,12 +449,18 @@ def train(
     sampler = train_sampler()
     steps = cfg.steps_per_epoch or sampler.steps_per_epoch(cfg.batch_size)
     remaining = (cfg.epochs - start_epoch) * steps
+    batch, valid_plan = cfg.batch_size, None
+    if is_data_parallel(strategy):
+        # keras.distribution splits what each process feeds over its devices.
+        full_plan = valid_sampler.validation_plan(cfg.valid_segments_per_track)
+        batch, valid_plan = process_share(cfg.batch_size, full_plan, worker, replicas)
+        sampler = train_sampler((worker.index, worker.count))
     if pipeline_name == "pydataset":
         train_data = pipeline.TrainBatches(
-            sampler, cfg.batch_size, start_epoch * steps, remaining, cfg.workers
+            sampler, batch, start_epoch * steps, remaining, cfg.workers
         )
         valid_data = pipeline.ValidationBatches(
-            valid_sampler, cfg.batch_size, cfg.valid_segments_per_track
+            valid_sampler, batch, cfg.valid_segments_per_track, valid_plan
         )
     else:
         if multiworker:
@@ -435,12 +473,10 @@ def train(
                 ),
             )
         else:
-            train_data = pipeline.tf_dataset(
-                sampler, cfg.batch_size, start_epoch * steps, remaining
-            )
+            train_data = pipeline.tf_dataset(sampler, batch, start_epoch * steps, remaining)
         # Under a multi-worker strategy, tf.distribute shards these segments by example.
         valid_data = pipeline.tf_validation_dataset(
-            valid_sampler, cfg.batch_size, cfg.valid_segments_per_track
+            valid_sampler, batch, cfg.valid_segments_per_track, valid_plan
         )
 
     scope = strategy.scope() if strategy else contextlib.nullcontext()
@@ -467,7 +503,7 @@ def train(
         "pipeline": pipeline_name,
         "dtype_policy": policy or "float32",
         "steps_per_epoch": steps,
-        "replicas": strategy.num_replicas_in_sync if strategy else 1,
+        "replicas": replicas,
         **({"started_from": started_from} if started_from else {}),
         **({"held_out": held_out} if held_out else {}),
     }
@@ -489,15 +525,16 @@ def train(
         print(f"resuming {out} after epoch {start_epoch}", file=sys.stderr)
     started = time.time()
     try:
-        history = model.fit(
-            train_data,
-            epochs=cfg.epochs,
-            steps_per_epoch=steps,
-            validation_data=valid_data,
-            callbacks=callbacks,
-            shuffle=False,  # examples are already drawn at random by the sampler
-            verbose=1 if progress else 0,
-        )
+        with fit_scope(strategy):
+            history = model.fit(
+                train_data,
+                epochs=cfg.epochs,
+                steps_per_epoch=steps,
+                validation_data=valid_data,
+                callbacks=callbacks,
+                shuffle=False,  # examples are already drawn at random by the sampler
+                verbose=1 if progress else 0,
+            )
     finally:
         # fit skips on_train_end when interrupted (Ctrl-C); don't leave the log open.
         for callback in callbacks:
@@ -519,7 +556,8 @@ def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
     cfg = config_from_args(args)
     out = check_output_dir(args.out or Path("runs") / Path(args.config).stem)
     check_output_dir(cfg.cache_dir or default_cache_dir(), "--cache-dir")
-    train(cfg, out, progress=not args.quiet, overwrite=args.overwrite)
+    cluster = Cluster(args.coordinator, args.num_processes, args.process_id)
+    train(cfg, out, progress=not args.quiet, overwrite=args.overwrite, cluster=cluster)
     print(f"model folder: {out}")
     return 0
 

@@ -26,6 +26,7 @@ from keras_sep.errors import (
     positive,
 )
 from keras_sep.precision import add_argument as add_precision_argument
+from keras_sep.progress import Progress, add_quiet_argument
 from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TTA, tta_views
 
 BUNDLED_NOTE = (
@@ -50,6 +51,7 @@ def _add_demo(sub) -> None:
         "--seconds", type=positive(float), default=15.0, help="song length (default: %(default)s)"
     )
     p.add_argument("--song", type=int, default=0, help="which held-out song (default: 0)")
+    add_quiet_argument(p)
     p.set_defaults(run=_run_demo)
 
 
@@ -59,7 +61,9 @@ def _run_demo(args) -> int:
     check_output_dir(args.out, "-o/--out")
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
-    summary = run_demo(args.out, args.model, seconds=args.seconds, song=args.song)
+    summary = run_demo(
+        args.out, args.model, seconds=args.seconds, song=args.song, progress=not args.quiet
+    )
     print(
         f"{summary['song']}, {summary['seconds']:.0f} s, separated at real-time factor "
         f"{summary['real_time_factor']:.3f}"
@@ -156,6 +160,7 @@ def _add_separate(sub) -> None:
     )
     add_tta_argument(p)
     add_precision_argument(p)
+    add_quiet_argument(p)
     p.set_defaults(run=_run_separate)
 
 
@@ -235,11 +240,11 @@ def _run_separate(args) -> int:
             skipped += 1
         else:
             todo.append(song)
-    with _SongsBar(len(todo)) as bar:
+    with Progress("separating", len(todo), "song", quiet=args.quiet) as bar:
         audio_seconds, started = 0.0, time.time()
-        for i, song in enumerate(todo):
+        for song in todo:
             t0 = time.time()
-            bar.start(i, song.path.name)
+            bar.start(song.path.name)
             try:
                 with _audio_warnings(bar.say):
                     result = separate_to_folder(
@@ -254,12 +259,13 @@ def _run_separate(args) -> int:
                         overlap=args.overlap,
                         batch_size=args.batch_size,
                         tta=args.tta,
-                        progress=bar.song_progress,
+                        progress=bar.child("segments", unit="batch").callback,
                     )
             except (KerasSepError, OSError) as e:
                 message = str(e) if isinstance(e, KerasSepError) else f"{song.path}: {e}"
                 bar.say(f"error: {message}", file=sys.stderr)
                 failed.append((song.path, message))
+                bar.finish("failed")
                 continue
             elapsed = time.time() - t0
             audio_seconds += result.seconds
@@ -268,6 +274,7 @@ def _run_separate(args) -> int:
                 f"({result.seconds:.1f} s of audio in {elapsed:.1f} s, "
                 f"real-time factor {elapsed / result.seconds:.3f})"
             )
+            bar.finish()
     separated = len(todo) - (len(failed) - len(songs.failed))
     summary = f"separated {separated}, skipped {skipped}, failed {len(failed)}"
     if separated:
@@ -280,42 +287,6 @@ def _run_separate(args) -> int:
     for _, message in failed:
         print(f"  failed: {message}")
     return 1 if failed else 0
-
-
-class _SongsBar:
-    """One progress bar across the songs of a call, advanced within a song by its batches."""
-
-    def __init__(self, songs: int) -> None:
-        self.songs, self.index, self.bar = songs, 0, None
-
-    def __enter__(self) -> _SongsBar:
-        from tqdm import tqdm
-
-        # disable=None: no bar when stderr is not a terminal (logs, tests).
-        self.bar = tqdm(
-            total=self.songs,
-            desc="separating",
-            unit="song",
-            disable=None,
-            dynamic_ncols=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} songs "
-            "[{elapsed}<{remaining}]",
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()
-
-    def start(self, index: int, name: str) -> None:
-        self.index = index
-        self.bar.set_description_str(name)
-        self.song_progress(0, 1)
-
-    def song_progress(self, done: int, total: int) -> None:
-        self.bar.update(self.index + done / total - self.bar.n)
-
-    def say(self, line: str, file=None) -> None:
-        self.bar.write(line, file=file or sys.stdout)
 
 
 @contextmanager
@@ -350,6 +321,7 @@ def _add_make_toy_data(sub) -> None:
         "--sample-rate", type=positive(int), default=44100, help="default: 44100, as MUSDB18"
     )
     p.add_argument("--seed", type=int, default=0, help="default: 0")
+    add_quiet_argument(p)
     p.set_defaults(run=_run_make_toy_data)
 
 
@@ -367,7 +339,7 @@ def _run_make_toy_data(args) -> int:
         args.seconds,
         args.sample_rate,
         args.seed,
-        progress=True,
+        progress=not args.quiet,
     )
     print(
         f"wrote {args.songs + args.valid} train ({args.valid} validation) and {args.test} test "
@@ -442,6 +414,7 @@ def _add_evaluate(sub) -> None:
     add_tta_argument(p)
     # float32 by default: scores that do not depend on the machine they were computed on.
     add_precision_argument(p, default="float32")
+    add_quiet_argument(p)
     p.set_defaults(run=_run_evaluate)
 
 
@@ -484,7 +457,7 @@ def _run_evaluate(args) -> int:
         jobs=args.jobs,
         resume=args.resume,
         include_oracle=args.oracle,
-        progress=True,
+        progress=not args.quiet,
         subset=subset,
         batch_size=args.batch_size,
         tta=args.tta,

@@ -28,6 +28,7 @@ from keras_sep.data.toy import HELD_OUT_SEED
 from keras_sep.data.tracks import Track
 from keras_sep.errors import DataError
 from keras_sep.files import atomic_write_text
+from keras_sep.progress import Progress
 from keras_sep.report import EvaluationResults, TrackScores, aggregate, write_report
 from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_TTA, Predictor, separate_waveform
 
@@ -178,6 +179,13 @@ def _workers(jobs: int) -> Iterator[Any]:
                 os.environ[k] = v
 
 
+def _one_by_one(items: list) -> Iterator:
+    """Yield the items of ``items`` in order, removing each from the list as it goes."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
 def evaluate(
     models: Mapping[str, Predictor],
     tracks: Iterable[Track],
@@ -222,21 +230,21 @@ def evaluate(
     names: list[str] = []
     sources: list[str] | None = None
     pending: list[Any] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(unit="track", desc="evaluate", dynamic_ncols=True)
-    with _workers(jobs) as pool:
+    # Listing the tracks costs little (their audio loads on first use) and gives the
+    # display its total; each is dropped from the list when taken, so its audio is freed.
+    queue = list(tracks)
+    bar = Progress("evaluate", len(queue), "track", quiet=not progress)
+    with bar, _workers(jobs) as pool:
 
         def collect(limit: int) -> None:
             while len(pending) > limit:
                 scores.append(pending.pop(0).result())
 
-        for track in tracks:
+        for track in _one_by_one(queue):
             if track.name in names:
                 raise DataError(f"two tracks are called {track.name!r}; track names must differ")
             names.append(track.name)
+            bar.start(track.name)
             paths = {system: scores_path(out_dir, system, subset, track.name) for system in systems}
             loaded = {system: _load_scores(path) for system, path in paths.items() if resume}
             todo = [system for system in systems if loaded.get(system) is None]
@@ -282,12 +290,8 @@ def evaluate(
                 else:
                     pending.append(pool.submit(_score_job, job))
                     collect(2 * jobs)  # bounds the estimates held in memory
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(track.name[:40])
+            bar.finish("scored before" if not todo else "")
         collect(0)
-    if bar is not None:
-        bar.close()
     if not names:
         raise DataError("no tracks to evaluate: the dataset selection is empty")
     assert sources is not None

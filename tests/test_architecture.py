@@ -23,7 +23,16 @@ PACKAGES = {
 # Bottom to top, as in docs/architecture.md. A module may import its own layer and those
 # below. A package entry ("keras_sep.data") covers every module inside it.
 LAYERS = [
-    ("foundation", ["keras_sep.version", "keras_sep.errors", "keras_sep.files"]),
+    (
+        "foundation",
+        [
+            "keras_sep.version",
+            "keras_sep.errors",
+            "keras_sep.files",
+            "keras_sep.progress",
+            "keras_sep.native_logs",
+        ],
+    ),
     ("config", ["keras_sep.config", "keras_sep.precision", "keras_sep.tuning"]),
     ("layers", ["keras_sep.layers"]),
     ("blocks", ["keras_sep.blocks"]),

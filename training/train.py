@@ -34,6 +34,7 @@ from keras_sep.errors import (  # noqa: E402
     check_output_dir,
     command,
 )
+from keras_sep.progress import add_quiet_argument  # noqa: E402
 from keras_sep.training.config import (  # noqa: E402
     PRECISIONS,
     STEMS_PREFIX,
@@ -121,7 +122,7 @@ def get_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         action="store_true",
         help="start afresh even if --out already holds a finished run",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     return p
 
 
@@ -311,7 +312,7 @@ def train(
 
     from keras_sep.models import SeparationModel
     from keras_sep.training import pipeline
-    from keras_sep.training.callbacks import SaveBest, plot_history
+    from keras_sep.training.callbacks import SaveBest, TrainProgress, plot_history
     from keras_sep.training.device import cpu_cost_note, training_device
     from keras_sep.training.finetune import check_source, load_source_weights
 
@@ -422,7 +423,8 @@ def train(
     ]
     if have_tensorflow():
         run_callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
-    callbacks = run_callbacks + list(callbacks or [])
+    shown = TrainProgress(cfg.epochs, steps, start_epoch, quiet=not progress)
+    callbacks = [*run_callbacks, shown, *(callbacks or [])]
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(patience=cfg.early_stopping_patience, verbose=1)
@@ -438,9 +440,10 @@ def train(
             validation_data=valid_data,
             callbacks=callbacks,
             shuffle=False,  # examples are already drawn at random by the sampler
-            verbose=1 if progress else 0,
+            verbose=0,  # TrainProgress shows it, the same way on every command
         )
     finally:
+        shown.close()  # fit skips on_train_end when interrupted
         # fit skips on_train_end when interrupted (Ctrl-C); don't leave the log open.
         for callback in callbacks:
             if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:

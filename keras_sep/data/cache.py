@@ -108,13 +108,17 @@ def cache_tracks(
     tracks: Iterable[Track], cache_dir: str | os.PathLike, sample_rate: int, progress: bool = False
 ) -> list[CachedTrack]:
     """Cache every track (decoding only those not cached yet) and return them memory-mapped."""
-    tracks = list(tracks)
-    items = tracks
-    if progress:
-        from tqdm.auto import tqdm
+    from keras_sep.progress import END, Progress
 
-        items = tqdm(tracks, desc=f"caching at {sample_rate} Hz", unit="track", leave=False)
-    return [cache_track(t, Path(cache_dir), sample_rate)[0] for t in items]
+    tracks, cached = list(tracks), []
+    # One line on a pipe, not one per track: most runs find every track cached.
+    label = f"caching at {sample_rate} Hz"
+    with Progress(label, len(tracks), "track", quiet=not progress, lines=END) as bar:
+        for track in tracks:
+            bar.start(track.name)
+            cached.append(cache_track(track, Path(cache_dir), sample_rate)[0])
+            bar.finish()
+    return cached
 
 
 def folder_size(folder: str | os.PathLike) -> int:

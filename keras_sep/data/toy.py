@@ -168,12 +168,11 @@ def write_musdb_tree(
         raise ValueError(f"song counts must be >= 0, got train={train} valid={valid} test={test}")
     root = Path(root)
     plan = ["train"] * (train + valid) + ["test"] * test
-    songs = enumerate(plan)
-    if progress:
-        from tqdm import tqdm
+    from keras_sep.progress import Progress
 
-        songs = tqdm(songs, total=len(plan), desc="toy songs", unit="song")
-    for i, subset in songs:
+    bar = Progress("toy songs", len(plan), "song", quiet=not progress)
+    for i, subset in enumerate(plan):
+        bar.start(f"{subset}/{song_name(i)}")
         stems = generate_song(song_seed(seed, i), seconds, sample_rate)
         # On the 1/32768 grid libsndfile writes floats as exact 16-bit integers.
         stems = {k: np.round(v * 32768.0) / 32768.0 for k, v in stems.items()}
@@ -181,6 +180,8 @@ def write_musdb_tree(
         for name in SOURCES:
             write_audio(folder / f"{name}.wav", stems[name], sample_rate)
         write_audio(folder / "mixture.wav", sum(stems.values()), sample_rate)
+        bar.finish()
+    bar.close()
 
     write_setup(root, [song_name(i) for i in range(train, train + valid)])
     return root

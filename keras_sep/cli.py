@@ -29,6 +29,7 @@ from keras_sep.precision import add_argument as add_precision_argument
 from keras_sep.progress import Progress, add_quiet_argument
 from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TTA, tta_views
 
+PLOT_FILE = "spectrograms.png"
 BUNDLED_NOTE = (
     "using the bundled demo model: a small Wave-U-Net trained on synthetic songs, not on real "
     "music (pass --model FOLDER to use your own)"
@@ -160,6 +161,12 @@ def _add_separate(sub) -> None:
     )
     add_tta_argument(p)
     add_precision_argument(p)
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help=f"also draw each song's mixture and stems as OUT/<song>/{PLOT_FILE} "
+        "(log frequency, dB colour bar)",
+    )
     add_quiet_argument(p)
     p.set_defaults(run=_run_separate)
 
@@ -207,6 +214,7 @@ def _run_separate(args) -> int:
     from keras_sep.batch import complete, plan
     from keras_sep.folder import read_config
     from keras_sep.separate import separate_to_folder, stem_names
+    from keras_sep.spectrograms import plot_separated
 
     check_separate_options(args)
     check_output_dir(args.out, "-o")
@@ -274,6 +282,8 @@ def _run_separate(args) -> int:
                 f"({result.seconds:.1f} s of audio in {elapsed:.1f} s, "
                 f"real-time factor {elapsed / result.seconds:.3f})"
             )
+            if args.plot:
+                plot_separated(song.path, result.files, out / song.folder / PLOT_FILE)
             bar.finish()
     separated = len(todo) - (len(failed) - len(songs.failed))
     summary = f"separated {separated}, skipped {skipped}, failed {len(failed)}"

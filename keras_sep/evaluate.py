@@ -54,7 +54,8 @@ def score_track(
     length = next(iter(references.values())).shape[0]
     timings = {**(timings or {}), "score": time.perf_counter() - start}
     degenerate = metrics.degenerate_sources(references)
-    result = TrackScores(system, track, frames, plain, length / rate, timings, degenerate)
+    silent = metrics.silent_sources(references)
+    result = TrackScores(system, track, frames, plain, length / rate, timings, degenerate, silent)
     data = result.to_json(scorer)
     if path is not None:
         atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")

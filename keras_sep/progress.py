@@ -37,6 +37,11 @@ def display_mode(quiet: bool = False, stream: IO[str] | None = None) -> str:
         return LINES
 
 
+def plural(unit: str) -> str:
+    """``batch`` -> ``batches``, ``song`` -> ``songs``."""
+    return unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
+
+
 def add_quiet_argument(parser: Any) -> None:
     """``--quiet``: the same option, with the same words, on every long command."""
     parser.add_argument(
@@ -142,7 +147,7 @@ class Progress:
             self.bar.set_postfix_str(text, refresh=True)
         elif self.mode == LINES:
             of = f"/{self.total}" if self.total is not None else ""
-            self._print(f"{self.label} {self.n}{of} {self.unit}s: {text}")
+            self._print(f"{self.label} {self.n}{of} {plural(self.unit)}: {text}")
 
     def child(
         self, label: str, total: int | None = None, unit: str = "item", lines: str = NONE
@@ -189,7 +194,7 @@ class Progress:
         elif self.mode == LINES and self.lines == END and self.n:
             of = f"/{self.total}" if self.total is not None else ""
             seconds = time.perf_counter() - self.started
-            self._print(f"{self.label}: {self.n}{of} {self.unit}s in {seconds:.1f} s")
+            self._print(f"{self.label}: {self.n}{of} {plural(self.unit)} in {seconds:.1f} s")
             self.lines = NONE  # closing twice prints once
 
     def _print(self, line: str) -> None:

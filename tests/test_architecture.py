@@ -43,7 +43,7 @@ LAYERS = [
     ("api", ["keras_sep"]),  # the package root re-exports build, load, save, separate
     ("data", ["keras_sep.data"]),
     ("metrics", ["keras_sep.metrics", "keras_sep.baselines"]),
-    ("report", ["keras_sep.report"]),
+    ("report", ["keras_sep.report", "keras_sep.spectrograms"]),
     ("evaluate", ["keras_sep.evaluate", "keras_sep.demo", "keras_sep.serving"]),
     ("cli", ["keras_sep.cli"]),
     ("training", ["keras_sep.training"]),

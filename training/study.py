@@ -23,6 +23,7 @@ import math
 import re
 import shutil
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from keras_sep.config import reject_unknown
+from keras_sep.data.cache import CACHE_NOTE
 from keras_sep.errors import ConfigError, UsageError, check_output_dir
 from keras_sep.files import atomic_write_text
 from keras_sep.progress import EACH, Progress, add_quiet_argument
@@ -486,7 +488,7 @@ EPILOG = (
     "  keras-sep study table1 --scale paper --musdb-root ~/musdb18hq   # on a GPU\n"
     "  keras-sep study my_study.yaml --steps 200 -o studies/mine\n"
     f"Shipped studies: {', '.join(sorted(p.stem for p in STUDY_DIR.glob('*.yaml')))}. "
-    "See docs/study.md."
+    "See docs/study.md.\n\n" + textwrap.fill(CACHE_NOTE, 88)
 )
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import yaml
 if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
-from keras_sep.data.cache import default_cache_dir  # noqa: E402
+from keras_sep.data.cache import CACHE_NOTE, default_cache_dir  # noqa: E402
 from keras_sep.errors import (  # noqa: E402
     ArgumentParser,
     ConfigError,
@@ -65,7 +66,8 @@ def get_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         "  python training/train.py --config dilated_dense --musdb-root ~/musdb18hq\n"
         "  python training/train.py --config dilated_dense --data toy --set preset=tiny "
         "--epochs 2\n"
-        "Run the same command again to resume an interrupted run.",
+        "Run the same command again to resume an interrupted run.\n\n"
+        + textwrap.fill(CACHE_NOTE, 88),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -116,7 +118,7 @@ def get_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         help="auto: bfloat16 where the device has it, else float16 with loss scaling",
     )
     p.add_argument("--jit-compile", choices=["auto", "true", "false"], help="XLA / jit compile")
-    p.add_argument("--cache-dir", help="where decoded, resampled stems are cached")
+    p.add_argument("--cache-dir", help="where decoded, resampled stems are cached (see below)")
     p.add_argument(
         "--overwrite",
         action="store_true",

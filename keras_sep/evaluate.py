@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -180,13 +180,6 @@ def _workers(jobs: int) -> Iterator[Any]:
                 os.environ[k] = v
 
 
-def _one_by_one(items: list) -> Iterator:
-    """Yield the items of ``items`` in order, removing each from the list as it goes."""
-    items.reverse()
-    while items:
-        yield items.pop()
-
-
 def evaluate(
     models: Mapping[str, Predictor],
     tracks: Iterable[Track],
@@ -231,17 +224,17 @@ def evaluate(
     names: list[str] = []
     sources: list[str] | None = None
     pending: list[Any] = []
-    # Listing the tracks costs little (their audio loads on first use) and gives the
-    # display its total; each is dropped from the list when taken, so its audio is freed.
-    queue = list(tracks)
-    bar = Progress("evaluate", len(queue), "track", quiet=not progress)
+    # Tracks are taken one at a time (a generator may decode as it goes); the display
+    # has a total when they know their number (select_tracks' do).
+    total = len(tracks) if isinstance(tracks, Sized) else None
+    bar = Progress("evaluate", total, "track", quiet=not progress)
     with bar, _workers(jobs) as pool:
 
         def collect(limit: int) -> None:
             while len(pending) > limit:
                 scores.append(pending.pop(0).result())
 
-        for track in _one_by_one(queue):
+        for track in tracks:
             if track.name in names:
                 raise DataError(f"two tracks are called {track.name!r}; track names must differ")
             names.append(track.name)
@@ -311,6 +304,19 @@ def evaluate(
     return results
 
 
+class Counted(Iterable):
+    """Tracks made one at a time as they are taken, whose number is known before."""
+
+    def __init__(self, make: Callable[[], Iterable[Track]], count: int) -> None:
+        self.make, self.count = make, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Track]:
+        return iter(self.make())
+
+
 def select_tracks(
     musdb_root: str | os.PathLike | None = None,
     subset: str = "test",
@@ -328,7 +334,10 @@ def select_tracks(
 
     if musdb_root:
         tracks_mod.detect_layout(musdb_root)  # a missing root fails before loading
-        tracks = tracks_mod.musdb_tracks(musdb_root, subset, split, limit=limit)
+        count = len(tracks_mod.musdb_db(musdb_root, subset, split).tracks[:limit])
+        tracks = Counted(
+            lambda: tracks_mod.musdb_tracks(musdb_root, subset, split, limit=limit), count
+        )
         split_text = f", split {split}" if split else ""
         data = {
             "kind": "musdb",
@@ -338,8 +347,12 @@ def select_tracks(
             "description": f"MUSDB18 at {musdb_root}, subset {subset}{split_text}",
         }
         return tracks, data, subset
-    tracks = tracks_mod.toy_tracks(
-        limit or TOY_TRACKS, seed=HELD_OUT_SEED, seconds=seconds, sample_rate=TOY_RATE
+    count = limit or TOY_TRACKS
+    tracks = Counted(
+        lambda: tracks_mod.toy_tracks(
+            count, seed=HELD_OUT_SEED, seconds=seconds, sample_rate=TOY_RATE
+        ),
+        count,
     )
     data = {
         "kind": "toy",

@@ -106,10 +106,10 @@ def _ticker(progress: Progress, total: int) -> tuple[Callable[[int], None], Call
         return (lambda done: progress(done, total)), (lambda: None)
     if not progress:
         return (lambda done: None), (lambda: None)
-    from keras_sep.progress import END, Progress
+    from keras_sep import progress as display
 
     label = progress if isinstance(progress, str) else "separating"
-    bar = Progress(label, total, "batch", lines=END)
+    bar = display.Progress(label, total, "batch", lines=display.END)
     return bar.set, bar.close
 
 

@@ -100,6 +100,18 @@ def detect_layout(root: str | os.PathLike) -> bool:
     raise DataError(f"{root} holds neither .stem.mp4 files nor <song>/mixture.wav folders")
 
 
+def musdb_db(root: str | os.PathLike, subset: str, split: str | None = None):
+    """``musdb.DB`` of a root, with the root's own ``setup.yaml`` (validation list) if any."""
+    if subset not in SUBSETS:
+        raise DataError(f"subset must be one of {list(SUBSETS)}, got {subset!r}")
+    if split is not None and (subset != "train" or split not in SPLITS):
+        raise DataError(f"split {split!r} needs subset 'train' and one of {list(SPLITS)}")
+    is_wav = detect_layout(root)
+    musdb = import_musdb()
+    setup = SETUP_FILE if (Path(root) / SETUP_FILE).is_file() else None
+    return musdb.DB(root=str(root), is_wav=is_wav, subsets=subset, split=split, setup_file=setup)
+
+
 def musdb_tracks(
     root: str | os.PathLike,
     subset: str = "test",
@@ -113,14 +125,7 @@ def musdb_tracks(
     standard validation list, or the root's own ``setup.yaml`` if it has one (generated
     trees do). Audio is decoded one track at a time, at the dataset's rate.
     """
-    if subset not in SUBSETS:
-        raise DataError(f"subset must be one of {list(SUBSETS)}, got {subset!r}")
-    if split is not None and (subset != "train" or split not in SPLITS):
-        raise DataError(f"split {split!r} needs subset 'train' and one of {list(SPLITS)}")
-    is_wav = detect_layout(root)
-    musdb = import_musdb()
-    setup = SETUP_FILE if (Path(root) / SETUP_FILE).is_file() else None
-    db = musdb.DB(root=str(root), is_wav=is_wav, subsets=subset, split=split, setup_file=setup)
+    db = musdb_db(root, subset, split)
     if len(db) == 0:
         where = subset + (f" (split {split})" if split else "")
         raise DataError(f"no tracks in {root} for subset {where}")

@@ -396,7 +396,8 @@ def train_run(
     )
     if start_epoch:
         steps.note("resuming")
-    train(study.run_config(label, seed), folder, progress=False, callbacks=[clock])
+    # The study's own display says which run trains; train.py's lines would repeat per run.
+    train(study.run_config(label, seed), folder, progress=False, announce=False, callbacks=[clock])
     assert not (folder / BACKUP_DIR).exists()
     return _record(folder), True
 

@@ -181,7 +181,13 @@ def check_data_roots(cfg: TrainConfig, sources: tuple[str, ...]) -> None:
             detect_layout(source)
 
 
-def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], progress: bool):
+def load_tracks(
+    cfg: TrainConfig,
+    sample_rate: int,
+    sources: tuple[str, ...],
+    progress: bool,
+    announce: bool = True,
+):
     """Cached (train, valid) tracks from every data source, and the songs held out per root.
 
     A root without validation songs (no musdb validation-list match, no setup.yaml; a
@@ -235,11 +241,12 @@ def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], pr
         held_out,
     )
     # Decoded stems add up (hundreds of MB for the toy set): say where they are.
-    print(
-        f"cache: {cache} ({folder_size(cache) / 1e6:.0f} MB; move it with --cache-dir or "
-        "KERAS_SEP_CACHE, delete it to free the space)",
-        file=sys.stderr,
-    )
+    if announce:
+        print(
+            f"cache: {cache} ({folder_size(cache) / 1e6:.0f} MB; move it with --cache-dir or "
+            "KERAS_SEP_CACHE, delete it to free the space)",
+            file=sys.stderr,
+        )
     return cached
 
 
@@ -304,11 +311,13 @@ def train(
     out: Path,
     progress: bool = True,
     overwrite: bool = False,
+    announce: bool = True,
     callbacks: list | None = None,
 ) -> dict:
     """Train according to ``cfg`` into the run folder ``out``; returns fit's history.
 
-    ``callbacks`` are appended to the run's own (backup, best model, logs).
+    ``callbacks`` are appended to the run's own (backup, best model, logs). ``progress``
+    shows the epochs and steps; ``announce`` prints the device, the cache and the time.
     """
     import keras
 
@@ -337,7 +346,7 @@ def train(
     check_data_roots(cfg, model_cfg.sources)  # a mistyped root fails before anything else
     backend = keras.backend.backend()
     device = training_device(backend)
-    if worker.is_chief:
+    if worker.is_chief and announce:
         print(f"training on {backend}, device: {device}", file=sys.stderr)
         note = cpu_cost_note(cfg.architecture, cfg.preset, backend) if device == "CPU" else None
         if note:
@@ -357,7 +366,7 @@ def train(
     keras.mixed_precision.set_global_policy(policy or "float32")
 
     train_tracks, valid_tracks, held_out = load_tracks(
-        cfg, model_cfg.sample_rate, model_cfg.sources, progress
+        cfg, model_cfg.sample_rate, model_cfg.sources, progress, announce
     )
     train_sampler, valid_sampler = make_samplers(cfg, model_cfg, train_tracks, valid_tracks)
     sampler = train_sampler()
@@ -454,7 +463,8 @@ def train(
         shutil.rmtree(out, ignore_errors=True)  # the chief wrote the run folder
         return history.history
     plot_history(out / "history.csv", out / "history.png")
-    print(f"trained {out} in {time.time() - started:.0f} s", file=sys.stderr)
+    if announce:
+        print(f"trained {out} in {time.time() - started:.0f} s", file=sys.stderr)
     return history.history
 
 

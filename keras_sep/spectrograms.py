@@ -20,6 +20,7 @@ from keras_sep.files import staged_file
 
 LOWEST_HZ = 30.0
 RANGE_DB = 60.0  # each row shows its loudest 60 dB: leakage below that is not heard
+SILENT_DB = -100.0  # a panel whose loudest band is below this is silence
 LEVELS = 32  # colours of 1.9 dB: the PNG stays small (the README's is under 300 kB)
 FONT_PT = 12
 WIDTH_IN, DPI = 16.0, 100  # 1600 px wide
@@ -139,9 +140,11 @@ def plot_spectrograms(
         images = [spectrogram_db(audio, rate)[0] for _, audio in row]
         # With references, a row's scale is its reference's: the estimate is drawn on it.
         vmax = images[0].max() if references is not None else top
-        vmax = vmax if vmax > -100 else top  # a silent reference: the mixture's scale
+        vmax = top if vmax <= SILENT_DB else vmax  # a silent reference: the mixture's scale
         for c, ((label, _), image) in enumerate(zip(row, images, strict=True)):
             name = label.split(":")[0]
+            if image.max() <= SILENT_DB:
+                label += ", silent"
             if references is None or c == 1:
                 label += f", {notes[name]}" if name in notes else ""
             where = grid[r, c] if len(row) == 2 else grid[r, :2]

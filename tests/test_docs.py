@@ -86,3 +86,19 @@ def test_the_check_catches_a_file_outside_the_repository(tmp_path):
     )
     found = missing_names(doc, tracked())
     assert found == ["FACTS.md", "link ../SPEC.md", "shared/tools", "tools/synth_stems.py"]
+
+
+def test_every_folder_the_readme_writes_is_git_ignored():
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    commands = [line for block in blocks for line in block.splitlines()]
+    outs = {m.group(1) for line in commands for m in re.finditer(r"(?:-o|--out) (\S+)", line)}
+    outs |= {"demo_output/", "separated/"}  # the defaults of demo and separate
+    assert {"report_tiny/", "artifacts_tiny/", "studies/fig3a"} <= outs
+    check = subprocess.run(
+        ["git", "check-ignore", "--no-index", *sorted(outs)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    ignored = set(check.stdout.split())
+    assert sorted(outs - ignored) == []

@@ -72,8 +72,10 @@ class Progress:
         lines: str = EACH,
         mode: str | None = None,
         position: int = 0,
+        keep: bool = False,
     ) -> None:
         self.label, self.total, self.unit, self.lines = label, total, unit, lines
+        self.keep = keep
         self.stream = stream if stream is not None else sys.stderr
         self.mode = mode or display_mode(quiet, self.stream)
         self.position = position
@@ -107,18 +109,23 @@ class Progress:
             self.bar.set_postfix_str(item[:48], refresh=True)
 
     def finish(self, note: str = "") -> None:
-        """Count the current item done; in LINES mode print its line (``note``, its time)."""
+        """Count the current item done; in LINES mode print its line (``note``, its time).
+
+        With ``keep`` the line is also printed above the bar on a terminal (one line per
+        epoch, as Keras leaves them).
+        """
         self.close_child()
         self.n += 1
+        of = f"/{self.total}" if self.total is not None else ""
+        name = f" {self.item}" if self.item else ""
+        seconds = time.perf_counter() - self.item_started
+        line = f"{self.label} {self.n}{of}{name}: {note + ', ' if note else ''}{seconds:.1f} s"
         if self.bar is not None:
             self.bar.update(self.n - self.bar.n)
+            if self.keep:
+                self.bar.write(line, file=self.stream)
         elif self.mode == LINES and self.lines == EACH:
-            of = f"/{self.total}" if self.total is not None else ""
-            name = f" {self.item}" if self.item else ""
-            seconds = time.perf_counter() - self.item_started
-            self._print(
-                f"{self.label} {self.n}{of}{name}: {note + ', ' if note else ''}{seconds:.1f} s"
-            )
+            self._print(line)
         self.item, self.item_started = "", time.perf_counter()
 
     def set(self, done: int, total: int | None = None) -> None:

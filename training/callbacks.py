@@ -53,7 +53,7 @@ class TrainProgress(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         from keras_sep.progress import Progress
 
-        self.run = Progress("epoch", self.epochs, "epoch", quiet=self.quiet)
+        self.run = Progress("epoch", self.epochs, "epoch", quiet=self.quiet, keep=True)
         self.run.set(self.start_epoch)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

@@ -13,6 +13,7 @@ Everything goes to stderr unless a stream is given, so stdout keeps only results
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,14 @@ def display_mode(quiet: bool = False, stream: IO[str] | None = None) -> str:
         return BAR if stream.isatty() else LINES
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return LINES
+
+
+def _columns(stream: IO[str]) -> int:
+    """The terminal's width, 0 when it does not say (a pseudo-terminal nobody sized)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def plural(unit: str) -> str:
@@ -85,12 +94,14 @@ class Progress:
         if self.mode == BAR:
             from tqdm import tqdm
 
+            sized = _columns(self.stream) > 0  # a terminal that reports no size gets 80
             self.bar = tqdm(
                 total=total,
                 desc=label,
                 unit=unit,
                 file=self.stream,
-                dynamic_ncols=True,
+                dynamic_ncols=sized,
+                ncols=None if sized else 80,
                 position=position,
                 leave=position == 0,
             )

@@ -7,12 +7,15 @@ and with ``--quiet``, with tiny models and seconds of audio, and reads what each
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import threading
 from pathlib import Path
@@ -186,6 +189,8 @@ def run_driver(tmp: Path, mode: str) -> dict[str, str]:
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
     if terminal:
         master, slave = pty.openpty()
+        # 24 rows of 120 columns, as a terminal window says its size.
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
         chunks: list[bytes] = []
 
         def drain() -> None:  # a full pty would block the command

@@ -44,6 +44,7 @@ variant() {  # name, seconds allowed, backend, then env assignments and training
     while [[ ${1:-} == *=* ]]; do envs+=("$1") && shift; done
     if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then return; fi
     local left=$((deadline - SECONDS))
+    ((left < 0)) && left=0 # past the deadline: nothing left, however late the check runs
     ((limit > left)) && limit=$left
     if ((limit < 30)); then
         echo "<!-- $name: skipped, ${left} s of the budget left -->" >>"$results"

@@ -25,6 +25,8 @@ import keras_sep
 from keras_sep.errors import ExportError, KerasSepError, UsageError, require
 from keras_sep.files import check_free, staged_tree
 from keras_sep.folder import read_config
+from keras_sep.native_logs import native_logs_hidden
+from keras_sep.progress import Progress
 from keras_sep.serving import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE, config_summary
 from keras_sep.version import __version__
 
@@ -132,15 +134,16 @@ def export_folder(
     overwrite: bool = False,
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Export the model folder ``folder`` into ``out``; returns the manifest written there.
 
     ``out`` gets ``saved_model/<model_version>/`` (TF Serving layout), ``model.tflite``
     (``quantize``: none, dynamic or float16), ``model.onnx`` (``opset``) and
     ``manifest.json``. With ``verify`` each artifact runs on random input and is compared
-    with Keras; a float32 artifact off by more than 1e-4 fails the export.
+    with Keras; a float32 artifact off by more than 1e-4 fails the export. ``log`` gets the
+    result lines (each check's error); ``progress`` shows the conversions and checks.
     """
-    log = log or (lambda message: None)
     # Check every option before the slow part, so a typo costs nothing.
     formats = check_formats(formats)
     if quantize not in QUANTIZE:
@@ -164,21 +167,30 @@ def export_folder(
     # "native" convolutions: plain dilated convs, which every converter maps to builtins.
     model = keras_sep.load(folder, conv_impl="native")
     cfg = model.arch_config
-    with staged_tree(out, overwrite) as staging:
-        manifest = _export(
-            model, architecture, cfg, staging, formats, quantize, opset, model_version, log
-        )
-        if verify:
-            _verify(model, cfg, staging, manifest, log)
-        manifest["model_folder"] = str(Path(folder).resolve())
-        manifest["checksums"] = checksums(staging)
-        # A plain write: staged_tree publishes it with the rest when the block ends.
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    log(f"wrote {out}")
+    # TFLite converts from the SavedModel, so that is written for either.
+    writes = ("saved_model" in formats or "tflite" in formats) + ("tflite" in formats)
+    steps = writes + ("onnx" in formats) + (len(formats) if verify else 0)
+    with Progress("export", steps, "step", quiet=not progress) as bar:
+
+        def tell(message: str) -> None:
+            if log is not None:
+                with bar.outside():
+                    log(message)
+
+        with staged_tree(out, overwrite) as staging:
+            manifest = _export(
+                model, architecture, cfg, staging, formats, quantize, opset, model_version, bar
+            )
+            if verify:
+                _verify(model, cfg, staging, manifest, bar, tell)
+            manifest["model_folder"] = str(Path(folder).resolve())
+            manifest["checksums"] = checksums(staging)
+            # A plain write: staged_tree publishes it with the rest when the block ends.
+            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def _export(model, architecture, cfg, staging, formats, quantize, opset, model_version, log):
+def _export(model, architecture, cfg, staging, formats, quantize, opset, model_version, bar):
     """Write the artifacts into ``staging``; returns the manifest without checksums."""
     from .onnx_model import convert_onnx
     from .saved_model import write_saved_model
@@ -201,8 +213,14 @@ def _export(model, architecture, cfg, staging, formats, quantize, opset, model_v
     if "saved_model" in formats or "tflite" in formats:
         # TFLite converts from the SavedModel, so it is made even when not requested.
         kept = "saved_model" in formats
-        log(f"SavedModel -> {saved_model}" if kept else "SavedModel (for TFLite, not kept)")
-        write_saved_model(model, staging / saved_model)
+        bar.start(
+            f"SavedModel -> {saved_model.as_posix()}"
+            if kept
+            else "SavedModel (for TFLite, not kept)"
+        )
+        with native_logs_hidden():
+            write_saved_model(model, staging / saved_model)
+        bar.finish()
     if "saved_model" in formats:
         artifacts["saved_model"] = {
             "path": saved_model.as_posix(),
@@ -211,8 +229,10 @@ def _export(model, architecture, cfg, staging, formats, quantize, opset, model_v
             "quantize": "none",
         }
     if "tflite" in formats:
-        log(f"TFLite ({quantize}) -> {TFLITE_FILE}")
-        convert_tflite(staging / saved_model, staging / TFLITE_FILE, quantize)
+        bar.start(f"TFLite ({quantize}) -> {TFLITE_FILE}")
+        with native_logs_hidden():
+            convert_tflite(staging / saved_model, staging / TFLITE_FILE, quantize)
+        bar.finish()
         artifacts["tflite"] = {
             "path": TFLITE_FILE,
             "signature": SIGNATURE,
@@ -223,22 +243,26 @@ def _export(model, architecture, cfg, staging, formats, quantize, opset, model_v
     if "saved_model" not in formats and (staging / SAVED_MODEL_DIR).exists():
         shutil.rmtree(staging / SAVED_MODEL_DIR)
     if "onnx" in formats:
-        log(f"ONNX (opset {opset}) -> {ONNX_FILE}")
-        convert_onnx(model, staging / ONNX_FILE, opset)
+        bar.start(f"ONNX (opset {opset}) -> {ONNX_FILE}")
+        with native_logs_hidden():
+            convert_onnx(model, staging / ONNX_FILE, opset)
+        bar.finish()
         artifacts["onnx"] = {"path": ONNX_FILE, "opset": opset, "quantize": "none"}
     return manifest
 
 
-def _verify(model, cfg, staging: Path, manifest: dict[str, Any], log) -> None:
+def _verify(model, cfg, staging: Path, manifest: dict[str, Any], bar, log) -> None:
     """Run every artifact on the same random input as Keras and record the max abs error."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-0.5, 0.5, (2, cfg.valid_length(CHECK_LENGTH), cfg.channels))
     x = x.astype(np.float32)
     reference = {k: np.asarray(v) for k, v in model(x, training=False).items()}
     for fmt, entry in manifest["artifacts"].items():
+        bar.start(f"{fmt} against Keras")
         try:
-            runner = runner_class(fmt)(staging / entry["path"], manifest)
-            error = max_abs_error(reference, runner.predict_on_batch(x))
+            with native_logs_hidden():
+                runner = runner_class(fmt)(staging / entry["path"], manifest)
+                error = max_abs_error(reference, runner.predict_on_batch(x))
         except KerasSepError:
             raise
         except Exception as e:  # a runtime that refuses the converted model
@@ -255,3 +279,4 @@ def _verify(model, cfg, staging: Path, manifest: dict[str, Any], log) -> None:
                 f"the exported {fmt} model differs from Keras by {error:.3g} > {tolerance:g} "
                 "on random input; nothing was written"
             )
+        bar.finish()

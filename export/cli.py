@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from keras_sep.errors import ArgumentParser, check_output_dir, command
+from keras_sep.progress import add_quiet_argument
+from keras_sep.serving import MANIFEST_FILE
 
 from .artifacts import FORMATS, export_folder
 from .onnx_model import DEFAULT_OPSET
@@ -51,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_false",
         help="skip running each artifact against Keras",
     )
+    add_quiet_argument(parser)
     return parser
 
 
@@ -81,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         verify=args.verify,
         log=lambda message: print(message, flush=True),
+        progress=not args.quiet,
     )
-    print(f"formats: {', '.join(manifest['artifacts'])}; manifest: {args.out}/manifest.json")
+    manifest_path = Path(args.out) / MANIFEST_FILE
+    print(f"wrote {Path(args.out)}: {', '.join(manifest['artifacts'])}; manifest: {manifest_path}")
     return 0
 
 

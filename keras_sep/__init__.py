@@ -16,6 +16,16 @@ from pathlib import Path
 # the user has chosen a level; failures still raise, and train.py names its device.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# TensorFlow's Python logger too, unless a level was chosen for it: its retracing
+# WARNINGs come when a process builds several models (keras-sep study) and say nothing a
+# user can act on.
+import logging  # noqa: E402
+
+_tf_logger = logging.getLogger("tensorflow")
+if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" and _tf_logger.level == logging.NOTSET:
+    _tf_logger.setLevel(logging.ERROR)
+del _tf_logger
+
 # The bundled demo model folder (trained on synthetic songs, not on real music).
 DEFAULT_MODEL = str(Path(__file__).parent / "pretrained" / "demo")
 

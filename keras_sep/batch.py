@@ -204,16 +204,19 @@ def _users_folder(folder: Path, roots: list[Path]) -> bool:
     return any(real == root or root in real.parents for root in roots)
 
 
-def check_song(folder: Path, stems: list[str], fmt: str, overwrite: bool) -> None:
-    """Refuse, before the model loads, a song whose stem files cannot be written."""
+def check_song(
+    folder: Path, stems: list[str], fmt: str, overwrite: bool, extra: str | None = None
+) -> None:
+    """Refuse, before the model loads, a song whose stem files (and ``extra``, a plot)
+    cannot be written."""
     for parent in [*reversed(folder.parents), folder]:
         if os.path.lexists(parent) and not parent.is_dir():
             raise OutputExistsError(
                 f"{parent} is a file where the stems' folder would go; move it or choose "
                 "another -o folder"
             )
-    for stem in stems:
-        check_free(folder / f"{stem}.{fmt}", overwrite)
+    for name in [f"{stem}.{fmt}" for stem in stems] + ([extra] if extra else []):
+        check_free(folder / name, overwrite)
 
 
 def complete(folder: Path, stems: list[str], fmt: str) -> bool:

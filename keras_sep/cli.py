@@ -28,8 +28,10 @@ from keras_sep.errors import (
     positive,
 )
 from keras_sep.precision import add_argument as add_precision_argument
+from keras_sep.progress import Progress, add_quiet_argument
 from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TTA, tta_views
 
+PLOT_FILE = "spectrograms.png"
 BUNDLED_NOTE = (
     "using the bundled demo model: a small Wave-U-Net trained on synthetic songs, not on real "
     "music (pass --model FOLDER to use your own)"
@@ -55,6 +57,7 @@ def _add_demo(sub) -> None:
         "--song", type=nonnegative, default=0, help="which held-out song, 0 or more (default: 0)"
     )
     add_overwrite_argument(p, "files")
+    add_quiet_argument(p)
     p.set_defaults(run=_run_demo)
 
 
@@ -76,7 +79,12 @@ def _run_demo(args) -> int:
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
     summary = run_demo(
-        args.out, args.model, seconds=args.seconds, song=args.song, overwrite=args.overwrite
+        args.out,
+        args.model,
+        seconds=args.seconds,
+        song=args.song,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     print(
         f"{summary['song']}, {summary['seconds']:.0f} s, separated at real-time factor "
@@ -186,6 +194,13 @@ def _add_separate(sub) -> None:
     )
     add_tta_argument(p)
     add_precision_argument(p)
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help=f"also draw each song's mixture and stems as OUT/<song>/{PLOT_FILE} "
+        "(log frequency, dB colour bar)",
+    )
+    add_quiet_argument(p)
     p.set_defaults(run=_run_separate)
 
 
@@ -259,7 +274,7 @@ def _run_separate(args) -> int:
             skipped[DONE] += 1
             continue
         try:
-            check_song(folder, names, args.format, args.overwrite)
+            check_song(folder, names, args.format, args.overwrite, PLOT_FILE if args.plot else None)
         except KerasSepError as e:
             print(f"error: {song.path}: {e}", file=sys.stderr)
             failed.append((song.path, f"{song.path}: {e}"))
@@ -305,6 +320,7 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
 
     import keras_sep
     from keras_sep.separate import separate_to_folder
+    from keras_sep.spectrograms import plot_separated
 
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
@@ -313,10 +329,10 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
     segment = round(args.segment * model.sample_rate) if args.segment else None
     out = Path(args.out)
     separated, audio_seconds, started = 0, 0.0, time.time()
-    with _SongsBar(len(todo)) as bar:
+    with Progress("separating", len(todo), "song", quiet=args.quiet) as bar:
         for i, song in enumerate(todo):
             t0 = time.time()
-            bar.start(i, song.path.name)
+            bar.start(song.path.name)
             try:
                 with _audio_warnings(bar.say):
                     result = separate_to_folder(
@@ -332,7 +348,7 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
                         batch_size=args.batch_size,
                         tta=args.tta,
                         overwrite=args.overwrite,
-                        progress=bar.song_progress,
+                        progress=bar.child("segments", unit="batch").callback,
                     )
             except (KerasSepError, OSError) as e:
                 message = describe(e)[1]
@@ -340,6 +356,7 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
                     message = f"{song.path}: {message}"
                 bar.say(f"error: {message}", file=sys.stderr)
                 failed.append((song.path, message))
+                bar.finish("failed")
                 if isinstance(e, OSError) and e.errno == errno.ENOSPC:
                     rest = len(todo) - i - 1
                     if rest:
@@ -356,43 +373,11 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
                 f"({result.seconds:.1f} s of audio in {elapsed:.1f} s, "
                 f"real-time factor {elapsed / result.seconds:.3f})"
             )
+            if args.plot:
+                plot = out / song.folder / PLOT_FILE
+                plot_separated(song.path, result.files, plot, args.overwrite)
+            bar.finish()
     return separated, audio_seconds, time.time() - started
-
-
-class _SongsBar:
-    """One progress bar across the songs of a call, advanced within a song by its batches."""
-
-    def __init__(self, songs: int) -> None:
-        self.songs, self.index, self.bar = songs, 0, None
-
-    def __enter__(self) -> _SongsBar:
-        from tqdm import tqdm
-
-        # disable=None: no bar when stderr is not a terminal (logs, tests).
-        self.bar = tqdm(
-            total=self.songs,
-            desc="separating",
-            unit="song",
-            disable=None,
-            dynamic_ncols=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} songs "
-            "[{elapsed}<{remaining}]",
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()
-
-    def start(self, index: int, name: str) -> None:
-        self.index = index
-        self.bar.set_description_str(name)
-        self.song_progress(0, 1)
-
-    def song_progress(self, done: int, total: int) -> None:
-        self.bar.update(self.index + done / total - self.bar.n)
-
-    def say(self, line: str, file=None) -> None:
-        self.bar.write(line, file=file or sys.stdout)
 
 
 @contextmanager
@@ -428,6 +413,7 @@ def _add_make_toy_data(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="default: 0")
     add_overwrite_argument(p, "files")
+    add_quiet_argument(p)
     p.set_defaults(run=_run_make_toy_data)
 
 
@@ -445,7 +431,7 @@ def _run_make_toy_data(args) -> int:
         args.seconds,
         args.sample_rate,
         args.seed,
-        progress=True,
+        progress=not args.quiet,
         overwrite=args.overwrite,
     )
     print(
@@ -522,6 +508,7 @@ def _add_evaluate(sub) -> None:
     add_tta_argument(p)
     # float32 by default: scores that do not depend on the machine they were computed on.
     add_precision_argument(p, default="float32")
+    add_quiet_argument(p)
     p.set_defaults(run=_run_evaluate)
 
 
@@ -564,7 +551,7 @@ def _run_evaluate(args) -> int:
         jobs=args.jobs,
         resume=args.resume,
         include_oracle=args.oracle,
-        progress=True,
+        progress=not args.quiet,
         subset=subset,
         batch_size=args.batch_size,
         tta=args.tta,

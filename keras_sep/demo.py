@@ -12,75 +12,14 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from keras_sep.audio import write_audio, write_stems
 from keras_sep.baselines import MIXTURE, SILENCE, reference_estimates
 from keras_sep.data import toy
 from keras_sep.data.tracks import Track
-from keras_sep.files import atomic_write_text, check_free, staged_file
+from keras_sep.files import atomic_write_text, check_free
+from keras_sep.spectrograms import plot_spectrograms
 
 RATE = 44100
-
-
-def spectrogram_db(audio: np.ndarray, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
-    """Magnitude STFT of the channel mean in dB, (frequency, time)."""
-    mono = audio.mean(axis=1)
-    frames = 1 + max(0, len(mono) - n_fft) // hop
-    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
-    spectrum = np.abs(np.fft.rfft(mono[index] * np.hanning(n_fft), axis=1))
-    return 20 * np.log10(spectrum.T + 1e-6)
-
-
-def plot_spectrograms(
-    path: Path,
-    mixture: np.ndarray,
-    references: dict,
-    estimates: dict,
-    rate: int,
-    sdr: dict,
-    overwrite: bool = False,
-) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sources = list(estimates)
-    fig, axes = plt.subplots(
-        len(sources) + 1, 2, figsize=(11, 2.1 * (len(sources) + 1)), sharex=True, sharey=True
-    )
-    seconds, nyquist = len(mixture) / rate, rate / 2
-    top = spectrogram_db(mixture).max()
-
-    def show(ax, audio, title):
-        image = spectrogram_db(audio)
-        ax.imshow(
-            image,
-            origin="lower",
-            aspect="auto",
-            cmap="magma",
-            vmin=top - 80,
-            vmax=top,
-            extent=(0, seconds, 0, nyquist / 1000),
-        )
-        ax.set_title(title, fontsize=9)
-        ax.set_ylim(0, 8)
-
-    show(axes[0, 0], mixture, "mixture")
-    axes[0, 1].axis("off")
-    for row, source in enumerate(sources, 1):
-        show(axes[row, 0], references[source], f"{source}: reference")
-        show(axes[row, 1], estimates[source], f"{source}: estimate (SDR {sdr[source]:.1f} dB)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("kHz")
-    for ax in axes[-1]:
-        ax.set_xlabel("seconds")
-    fig.tight_layout()
-    with staged_file(path, suffix=".png", overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    return path
 
 
 def run_demo(
@@ -127,11 +66,12 @@ def run_demo(
     plot_spectrograms(
         out / "spectrograms.png",
         mixture,
-        references,
         estimates,
         RATE,
-        {s: r["model"] for s, r in rows.items()},
-        overwrite,
+        references=references,
+        notes={s: sdr_note(r) for s, r in rows.items()},
+        title=f"{track.name}: each estimate on its reference's dB scale",
+        overwrite=overwrite,
     )
     summary = {
         "model": str(model_folder or keras_sep.DEFAULT_MODEL),
@@ -150,6 +90,11 @@ def output_files(out: Path, sources) -> list[Path]:
     """Every file ``run_demo`` writes into ``out``."""
     stems = [out / folder / f"{s}.wav" for folder in ("estimates", "references") for s in sources]
     return [*stems, out / "mixture.wav", out / "spectrograms.png", out / "sdr.json"]
+
+
+def sdr_note(row: dict) -> str:
+    """An estimate's SDR next to the baselines', for its title in the figure."""
+    return f"SDR {row['model']:.1f} dB (mixture {row['mixture']:.1f}, silence {row['silence']:.1f})"
 
 
 def format_table(rows: dict) -> str:

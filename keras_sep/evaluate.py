@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from keras_sep.data.toy import HELD_OUT_SEED
 from keras_sep.data.tracks import Track
 from keras_sep.errors import DataError, UsageError
 from keras_sep.files import atomic_write_text, check_free
+from keras_sep.progress import Progress
 from keras_sep.report import (
     EvaluationResults,
     TrackScores,
@@ -59,7 +60,8 @@ def score_track(
     length = next(iter(references.values())).shape[0]
     timings = {**(timings or {}), "score": time.perf_counter() - start}
     degenerate = metrics.degenerate_sources(references)
-    result = TrackScores(system, track, frames, plain, length / rate, timings, degenerate)
+    silent = metrics.silent_sources(references)
+    result = TrackScores(system, track, frames, plain, length / rate, timings, degenerate, silent)
     data = result.to_json(scorer)
     if path is not None:
         atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
@@ -240,12 +242,11 @@ def evaluate(
     names: list[str] = []
     sources: list[str] | None = None
     pending: list[Any] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(unit="track", desc="evaluate", dynamic_ncols=True)
-    with _workers(jobs) as pool:
+    # Tracks are taken one at a time (a generator may decode as it goes); the display
+    # has a total when they know their number (select_tracks' do).
+    total = len(tracks) if isinstance(tracks, Sized) else None
+    bar = Progress("evaluate", total, "track", quiet=not progress)
+    with bar, _workers(jobs) as pool:
 
         def collect(limit: int) -> None:
             while len(pending) > limit:
@@ -255,6 +256,7 @@ def evaluate(
             if track.name in names:
                 raise DataError(f"two tracks are called {track.name!r}; track names must differ")
             names.append(track.name)
+            bar.start(track.name)
             paths = {system: scores_path(out_dir, system, subset, track.name) for system in systems}
             loaded = {system: _load_scores(path) for system, path in paths.items() if resume}
             todo = [system for system in systems if loaded.get(system) is None]
@@ -299,12 +301,8 @@ def evaluate(
                 else:
                     pending.append(pool.submit(_score_job, job))
                     collect(2 * jobs)  # bounds the estimates held in memory
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(track.name[:40])
+            bar.finish("scored before" if not todo else "")
         collect(0)
-    if bar is not None:
-        bar.close()
     if not names:
         raise DataError("no tracks to evaluate: the dataset selection is empty")
     assert sources is not None
@@ -321,6 +319,19 @@ def evaluate(
     )
     results.files = write_report(results, provenance, overwrite)
     return results
+
+
+class Counted(Iterable):
+    """Tracks made one at a time as they are taken, whose number is known before."""
+
+    def __init__(self, make: Callable[[], Iterable[Track]], count: int) -> None:
+        self.make, self.count = make, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Track]:
+        return iter(self.make())
 
 
 def select_tracks(
@@ -340,7 +351,10 @@ def select_tracks(
 
     if musdb_root:
         tracks_mod.detect_layout(musdb_root)  # a missing root fails before loading
-        tracks = tracks_mod.musdb_tracks(musdb_root, subset, split, limit=limit)
+        count = len(tracks_mod.musdb_db(musdb_root, subset, split).tracks[:limit])
+        tracks = Counted(
+            lambda: tracks_mod.musdb_tracks(musdb_root, subset, split, limit=limit), count
+        )
         split_text = f", split {split}" if split else ""
         data = {
             "kind": "musdb",
@@ -350,8 +364,12 @@ def select_tracks(
             "description": f"MUSDB18 at {musdb_root}, subset {subset}{split_text}",
         }
         return tracks, data, subset
-    tracks = tracks_mod.toy_tracks(
-        limit or TOY_TRACKS, seed=HELD_OUT_SEED, seconds=seconds, sample_rate=TOY_RATE
+    count = limit or TOY_TRACKS
+    tracks = Counted(
+        lambda: tracks_mod.toy_tracks(
+            count, seed=HELD_OUT_SEED, seconds=seconds, sample_rate=TOY_RATE
+        ),
+        count,
     )
     data = {
         "kind": "toy",

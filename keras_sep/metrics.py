@@ -341,21 +341,48 @@ def score(
         raise ValueError(f"scorer must be one of {list(SCORERS)}, got {scorer!r}")
     names = list(references)
     x = _prepare([references[s] for s in names], [estimates[s] for s in names])
+    plain = dict(zip(names, x.plain_sdr, strict=True))
+    # A source silent on the whole track (an instrumental's vocals) is left out of BSSEval
+    # and its frames are undefined. museval would leave every frame of every source
+    # undefined, since each window has a silent reference; the others are scored
+    # against the references that are there instead.
+    silent = silent_sources(references)
+    if silent and len(silent) < len(names):
+        scored = [s for s in names if s not in silent]
+        x = _prepare([references[s] for s in scored], [estimates[s] for s in scored])
+    else:
+        scored = names
     n = x.refs.shape[0]
     window, hop = int(WINDOW_SECONDS * rate), int(HOP_SECONDS * rate)
     starts, width = frame_starts(n, window, hop)
     if not _live_frames(x.active, starts, width):
-        frames = {m: np.full((len(names), len(starts)), np.nan) for m in METRICS}
+        frames = {m: np.full((len(scored), len(starts)), np.nan) for m in METRICS}
     elif scorer == "fast":
         frames = _bss_eval(x, window, hop, workers=workers)
     else:
         split = [a.reshape(n, x.nsrc, -1).transpose(1, 0, 2) for a in (x.refs, x.ests)]
         frames = museval_v4(*split, window, hop)
+    undefined = np.full(len(starts), np.nan)
     per_source = {
-        s: {m: np.asarray(frames[m][i], dtype=np.float64) for m in METRICS}
-        for i, s in enumerate(names)
+        s: {
+            m: np.asarray(frames[m][scored.index(s)], dtype=np.float64)
+            if s in scored
+            else undefined.copy()
+            for m in METRICS
+        }
+        for s in names
     }
-    return per_source, dict(zip(names, x.plain_sdr, strict=True))
+    return per_source, plain
+
+
+# A reference whose peak stays below -120 dBFS is digital silence: the stem is absent
+# from the track (an instrumental has no vocals) and there is nothing to score.
+SILENT_PEAK = 1e-6
+
+
+def silent_sources(references: Mapping[str, np.ndarray]) -> list[str]:
+    """Sources whose reference is digital silence on the whole track."""
+    return [name for name, x in references.items() if not np.abs(x).max(initial=0) >= SILENT_PEAK]
 
 
 def degenerate_sources(references: Mapping[str, np.ndarray], tol: float = 1e-9) -> list[str]:

@@ -58,6 +58,8 @@ class TrackScores:
     timings: dict[str, float] = field(default_factory=dict)  # separate / score seconds
     # Sources with linearly dependent channels: ISR / SIR / SAR ill-posed (metrics.py).
     degenerate: list[str] = field(default_factory=list)
+    # Sources whose reference is silent on this track: absent from it, nothing to score.
+    silent: list[str] = field(default_factory=list)
 
     def to_json(self, scorer: str) -> dict[str, Any]:
         """museval's per-track JSON, with our extras under the key ``keras_sep``."""
@@ -69,6 +71,7 @@ class TrackScores:
             "plain_SDR": self.plain_sdr,
             "timings": self.timings,
             "degenerate_sources": self.degenerate,
+            "silent_sources": self.silent,
         }
         return metrics.museval_json(self.frames, extra={"keras_sep": extra})
 
@@ -83,6 +86,7 @@ class TrackScores:
             seconds=float(extra.get("seconds", 0.0)),
             timings=dict(extra.get("timings", {})),
             degenerate=list(extra.get("degenerate_sources", [])),
+            silent=list(extra.get("silent_sources", [])),
         )
 
 
@@ -127,7 +131,8 @@ def aggregate(
 
     Statistics per source: for each BSSEval metric ``mean`` / ``median`` (Table 1 style,
     pooled frames), ``sisec`` (median of per-track medians) and ``frames`` (defined
-    frames counted); ``plain_SDR`` ``mean`` / ``median`` over tracks.
+    frames counted); ``plain_SDR`` ``mean`` / ``median`` over the tracks where the source
+    is not silent.
     """
     by_system: dict[str, list[TrackScores]] = {}
     for s in scores:
@@ -146,7 +151,9 @@ def aggregate(
                     "sisec": sisec_stat(frames),
                     "frames": int(_defined(frames).size),
                 }
-            mean, median = mean_median([t.plain_sdr[source] for t in items])
+            # A silent reference has no SDR to speak of (any estimate scores far below 0).
+            heard = [t.plain_sdr[source] for t in items if source not in t.silent]
+            mean, median = mean_median(heard)
             stats["plain_SDR"] = {"mean": mean, "median": median}
             out[system][source] = stats
     return out
@@ -168,6 +175,20 @@ class EvaluationResults:
     def track_scores(self, system: str) -> list[TrackScores]:
         return [s for s in self.scores if s.system == system]
 
+    def silent_tracks(self) -> dict[str, list[str]]:
+        """{source: the tracks where its reference is silent}, for sources silent anywhere."""
+        out: dict[str, list[str]] = {}
+        for track in self.tracks:
+            silent = {src for s in self.scores if s.track == track for src in s.silent}
+            for src in self.sources:
+                if src in silent:
+                    out.setdefault(src, []).append(track)
+        return out
+
+    def absent(self) -> list[str]:
+        """Sources silent in every track: there is nothing to score for them."""
+        return [s for s, t in self.silent_tracks().items() if len(t) == len(self.tracks)]
+
 
 def _fmt(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -175,7 +196,12 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3f}"
 
 
-def _pair(stats: Mapping[str, float]) -> str:
+ABSENT = "absent"
+
+
+def _pair(stats: Mapping[str, float], absent: bool = False) -> str:
+    if absent:
+        return ABSENT
     if math.isnan(stats["mean"]):
         return "undefined"
     return f"{_fmt(stats['mean'])} / {_fmt(stats['median'])}"
@@ -220,9 +246,9 @@ def table1_markdown(results: EvaluationResults) -> str:
         "",
     ]
     paper = [f"paper: {name} †" for name in PAPER_TABLE1]
-    rows = []
+    rows, absent = [], results.absent()
     for src in sources:
-        row = [src] + [_pair(summary[s][src]["SDR"]) for s in systems]
+        row = [src] + [_pair(summary[s][src]["SDR"], src in absent) for s in systems]
         row += [
             "{:.3f} / {:.3f}".format(*PAPER_TABLE1[name][src]) if src in PAPER_TABLE1[name] else ""
             for name in PAPER_TABLE1
@@ -239,7 +265,26 @@ def table1_markdown(results: EvaluationResults) -> str:
         "is silent undefined (NaN), so BSSEval gives silence no value; its plain SDR below is "
         "exactly 0 dB.",
     ]
+    lines += _silence_note(results)
     return "\n".join(lines)
+
+
+def _silence_note(results: EvaluationResults) -> list[str]:
+    """Lines saying which stems are silent in which tracks, and what that does to the tables."""
+    lines = []
+    for src, tracks in results.silent_tracks().items():
+        if len(tracks) == len(results.tracks):
+            lines.append(
+                f"`{ABSENT}`: {src} is silent in every track (an instrumental set, or stems "
+                "without it): there is nothing to score, so it has no row values and no plot."
+            )
+        else:
+            names = ", ".join(tracks[:5]) + (", ..." if len(tracks) > 5 else "")
+            lines.append(
+                f"{src} is silent in {len(tracks)} of {len(results.tracks)} tracks ({names}); "
+                "its frames there are undefined and its plain SDR leaves those tracks out."
+            )
+    return ["", *lines] if lines else []
 
 
 def report_markdown(results: EvaluationResults, provenance: Mapping[str, Any]) -> str:
@@ -300,7 +345,11 @@ def report_markdown(results: EvaluationResults, provenance: Mapping[str, Any]) -
         "mixture row proves nothing.",
         "",
     ]
-    rows = [[src] + [_pair(summary[s][src]["plain_SDR"]) for s in systems] for src in sources]
+    absent = results.absent()
+    rows = [
+        [src] + [_pair(summary[s][src]["plain_SDR"], src in absent) for s in systems]
+        for src in sources
+    ]
     lines += markdown_table(["source", *systems], rows)
     lines += [
         "",
@@ -346,53 +395,89 @@ def report_markdown(results: EvaluationResults, provenance: Mapping[str, Any]) -
     return "\n".join(lines)
 
 
-def _plot_boxes(results: EvaluationResults, path: Path, overwrite: bool = False) -> None:
+PLOT_PT = 12  # font size of the report's plots, 1600 px wide
+
+
+def _source_panels(results: EvaluationResults):
+    """A figure 1600 px wide with one panel per source; (figure, {source: axes} to draw in).
+
+    A source silent in every track gets a panel that says so and nothing to draw in; one
+    silent in some tracks says in how many.
+    """
     from matplotlib.figure import Figure
 
-    systems = [s for s in results.systems if s != SILENCE]
-    fig = Figure(figsize=(3.0 * len(results.sources), 3.6), layout="constrained")
+    fig = Figure(figsize=(16, 4.8), dpi=100, layout="constrained")
     axes = fig.subplots(1, len(results.sources), sharey=True, squeeze=False)[0]
+    silent, total = results.silent_tracks(), len(results.tracks)
+    drawn = {}
     for ax, src in zip(axes, results.sources, strict=True):
+        count = len(silent.get(src, []))
+        title = src + (f"\nsilent in {count} of {total} tracks" if 0 < count < total else "")
+        ax.set_title(title, fontsize=PLOT_PT)
+        ax.tick_params(labelsize=PLOT_PT - 1)
+        if count == total:
+            ax.text(
+                0.5,
+                0.5,
+                f"{src}: {ABSENT}\n(silent in every track,\nnothing to score)",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=PLOT_PT,
+            )
+            ax.set_xticks([])
+            continue
+        ax.axhline(0.0, color="0.6", linewidth=0.8, linestyle="--", label="0 dB (silence)")
+        ax.grid(alpha=0.3)
+        drawn[src] = ax
+    return fig, axes, drawn
+
+
+def _plot_boxes(results: EvaluationResults, path: Path, overwrite: bool = False) -> None:
+    systems = [s for s in results.systems if s != SILENCE]
+    fig, axes, drawn = _source_panels(results)
+    for src, ax in drawn.items():
         data = [_defined([t.frames[src]["SDR"] for t in results.track_scores(s)]) for s in systems]
         keep = [i for i, d in enumerate(data) if d.size]
+        if not keep:
+            ax.text(
+                0.5, 0.5, "no defined frame", transform=ax.transAxes, ha="center", fontsize=PLOT_PT
+            )
+            continue
         ax.boxplot(
             [data[i] for i in keep],
             tick_labels=[systems[i] for i in keep],
             showfliers=False,
             showmeans=True,
         )
-        ax.set_title(src)
         ax.tick_params(axis="x", labelrotation=30)
-        ax.axhline(0.0, color="0.6", linewidth=0.8, linestyle="--", label="0 dB (silence)")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("SDR per 1-s frame (dB)")
-    axes[-1].legend(fontsize="small", loc="lower right")
-    with staged_file(path, suffix=".png", overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=90)
+    axes[0].set_ylabel("SDR per 1-s frame (dB)", fontsize=PLOT_PT)
+    _save(fig, path, drawn, overwrite)
 
 
 def _plot_tracks(results: EvaluationResults, path: Path, overwrite: bool = False) -> None:
-    from matplotlib.figure import Figure
-
     medians = _per_track_medians(results)
     systems = [s for s in results.systems if s != SILENCE]
     x = np.arange(1, len(results.tracks) + 1)  # track numbers as in the per-track table
-    fig = Figure(figsize=(3.0 * len(results.sources), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(results.sources), sharey=True, squeeze=False)[0]
-    for ax, src in zip(axes, results.sources, strict=True):
+    fig, axes, drawn = _source_panels(results)
+    for src, ax in drawn.items():
         for s in systems:
             y = [medians[s][t][src] for t in results.tracks]
-            ax.plot(x, y, marker="o", markersize=3, linewidth=0.8, label=s)
-        ax.set_title(src)
-        ax.set_xlabel("track number")
-        ax.axhline(0.0, color="0.6", linewidth=0.8, linestyle="--")
-        ax.grid(alpha=0.3)
+            ax.plot(x, y, marker="o", markersize=4, linewidth=1.0, label=s)
+        ax.set_xlabel("track number", fontsize=PLOT_PT)
         if len(x) <= 12:
             ax.set_xticks(x)
-    axes[0].set_ylabel("median frame SDR (dB)")
-    axes[-1].legend(fontsize="small")
+    axes[0].set_ylabel("median frame SDR (dB)", fontsize=PLOT_PT)
+    _save(fig, path, drawn, overwrite)
+
+
+def _save(fig, path: Path, drawn: dict, overwrite: bool = False) -> None:
+    """The legend beside the panels (never over a curve), then the PNG, atomically."""
+    if drawn:
+        handles, labels = next(iter(drawn.values())).get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=PLOT_PT - 1)
     with staged_file(path, suffix=".png", overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=90)
+        fig.savefig(tmp, format="png")
 
 
 def report_files(out: Path) -> dict[str, Path]:
@@ -439,6 +524,7 @@ def write_report(
                     },
                     "timings": t.timings,
                     "degenerate_sources": t.degenerate,
+                    "silent_sources": t.silent,
                 }
                 for t in results.track_scores(s)
             }

@@ -106,11 +106,11 @@ def _ticker(progress: Progress, total: int) -> tuple[Callable[[int], None], Call
         return (lambda done: progress(done, total)), (lambda: None)
     if not progress:
         return (lambda done: None), (lambda: None)
-    from tqdm.auto import tqdm
+    from keras_sep import progress as display
 
-    label = progress if isinstance(progress, str) else None
-    bar = tqdm(total=total, desc=label, unit="batch", leave=False, dynamic_ncols=True)
-    return (lambda done: bar.update(done - bar.n)), bar.close
+    label = progress if isinstance(progress, str) else "separating"
+    bar = display.Progress(label, total, "batch", lines=display.END)
+    return bar.set, bar.close
 
 
 def overlap_add(

@@ -23,7 +23,16 @@ PACKAGES = {
 # Bottom to top, as in docs/architecture.md. A module may import its own layer and those
 # below. A package entry ("keras_sep.data") covers every module inside it.
 LAYERS = [
-    ("foundation", ["keras_sep.version", "keras_sep.errors", "keras_sep.files"]),
+    (
+        "foundation",
+        [
+            "keras_sep.version",
+            "keras_sep.errors",
+            "keras_sep.files",
+            "keras_sep.progress",
+            "keras_sep.native_logs",
+        ],
+    ),
     ("config", ["keras_sep.config", "keras_sep.precision", "keras_sep.tuning"]),
     ("layers", ["keras_sep.layers"]),
     ("blocks", ["keras_sep.blocks"]),
@@ -34,7 +43,7 @@ LAYERS = [
     ("api", ["keras_sep"]),  # the package root re-exports build, load, save, separate
     ("data", ["keras_sep.data"]),
     ("metrics", ["keras_sep.metrics", "keras_sep.baselines"]),
-    ("report", ["keras_sep.report"]),
+    ("report", ["keras_sep.report", "keras_sep.spectrograms"]),
     ("evaluate", ["keras_sep.evaluate", "keras_sep.demo", "keras_sep.serving"]),
     ("cli", ["keras_sep.cli"]),
     ("training", ["keras_sep.training"]),

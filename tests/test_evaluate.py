@@ -413,3 +413,86 @@ def test_cli_on_generated_musdb_tree(tmp_path, capsys):
     # An empty subset is a clear error.
     with pytest.raises(DataError, match="no tracks"):
         run_cli(*args, "--subset", "train", "-o", str(tmp_path / "r2"))
+
+
+# --- stems silent in some or all tracks --------------------------------------------------
+
+NAMES3 = ("vocals", "drums", "other")
+
+
+def tracks_with_silent_vocals(silent_in: set[int], count: int = 3) -> list[Track]:
+    """Tracks of noise stems whose vocals are digital silence in the tracks ``silent_in``."""
+    tracks = []
+    for i in range(count):
+        sources = make_sources(NAMES3, 2.5, seed=20 + i)
+        if i in silent_in:
+            sources["vocals"][:] = 0
+        tracks.append(Track(f"song {i}", RATE, sources))
+    return tracks
+
+
+def test_a_stem_silent_in_every_track_is_reported_absent(tmp_path):
+    from keras_sep.config import DilatedConfig
+
+    model = CountingModel(DilatedConfig.preset("tiny", sources=NAMES3))
+    results = ev.evaluate(
+        {"m": model}, tracks_with_silent_vocals({0, 1, 2}), tmp_path, include_oracle=True
+    )
+    assert results.absent() == ["vocals"]
+    for f in results.files.values():
+        assert f.is_file() and f.stat().st_size > 0
+    text = results.files["markdown"].read_text()
+    header, rows = parse_table(text, "## SDR, paper Table 1")
+    cells = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert {cells["vocals"][s] for s in results.systems} == {"absent"}
+    # The other stems are scored against the references that are there: museval would
+    # leave every frame undefined, since every window has a silent reference.
+    for src in ("drums", "other"):
+        for system in ("m", "mixture", "oracle"):
+            assert math.isfinite(results.summary[system][src]["SDR"]["mean"]), (system, src)
+    assert "vocals is silent in every track" in text
+    _, rows = parse_table(text, "## Plain SDR")
+    assert [row[1:] for row in rows if row[0] == "vocals"] == [["absent"] * 4]
+
+
+def test_a_stem_silent_in_some_tracks_leaves_them_out_of_its_statistics(tmp_path):
+    from keras_sep.config import DilatedConfig
+
+    model = CountingModel(DilatedConfig.preset("tiny", sources=NAMES3))
+    results = ev.evaluate({"m": model}, tracks_with_silent_vocals({1}), tmp_path)
+    assert results.silent_tracks() == {"vocals": ["song 1"]} and results.absent() == []
+    scored = [t for t in results.track_scores("m") if t.track != "song 1"]
+    mean = np.mean([t.plain_sdr["vocals"] for t in scored])
+    # The silent track's plain SDR (about -70 dB for any estimate) stays out of the mean.
+    assert results.summary["m"]["vocals"]["plain_SDR"]["mean"] == pytest.approx(mean)
+    assert "vocals is silent in 1 of 3 tracks (song 1)" in results.files["markdown"].read_text()
+    silent = json.loads(results.files["json"].read_text())["per_track"]["m"]["song 1"]
+    assert silent["silent_sources"] == ["vocals"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="musdb needs ffmpeg and ffprobe")
+def test_cli_oracle_on_an_instrumental_musdb_tree(tmp_path, capsys):
+    """``evaluate --musdb-root TREE --oracle`` with vocals silent in every song: a report."""
+    import soundfile as sf
+
+    import keras_sep
+
+    root = tmp_path / "musdb"
+    for i in range(2):
+        stems = make_sources(("vocals", "drums", "bass", "other"), 1.5, rate=44100, seed=30 + i)
+        stems["vocals"][:] = 0
+        song = root / "test" / f"Band - Instrumental {i}"
+        song.mkdir(parents=True)
+        for name, x in stems.items():
+            sf.write(song / f"{name}.wav", x, 44100, subtype="FLOAT")
+        sf.write(song / "mixture.wav", sum(stems.values()), 44100, subtype="FLOAT")
+    (root / "train").mkdir()
+    model = tmp_path / "ddu"
+    keras_sep.save(keras_sep.build("dilated", preset="tiny"), model)
+    out = tmp_path / "report"
+    args = ["--model", str(model), "--musdb-root", str(root), "--oracle", "-o", str(out)]
+    assert run_cli(*args, "--tta", "1", "--quiet") == 0
+    assert "| vocals | absent | absent | absent | absent |" in capsys.readouterr().out
+    for name in (report.REPORT_MD, report.REPORT_JSON, report.BOXPLOT_PNG, report.PER_TRACK_PNG):
+        assert (out / name).stat().st_size > 0

@@ -247,7 +247,9 @@ def test_truncated_wav_gets_a_one_line_warning(tmp_path, capsys, model_folder):
     full = song(tmp_path / "full.wav", seconds=2.0)
     cut = tmp_path / "cut.wav"
     cut.write_bytes(full.read_bytes()[: 44 + 4 * RATE // 2])  # header + 0.5 s of 16-bit stereo
-    code, _, err = separate(capsys, cut, "--model", model_folder, "-o", tmp_path / "out")
+    # --quiet: no progress line on the captured stderr; the warning is printed even so.
+    args = [cut, "--model", model_folder, "-o", tmp_path / "out", "--quiet"]
+    code, _, err = separate(capsys, *args)
     assert code == 0
     assert err == [
         f"warning: {cut} is truncated: its header promises 2.00 s but the file holds "

@@ -1,4 +1,4 @@
-"""Callbacks of train.py: the best model as a model folder, and a loss-curve plot."""
+"""Callbacks of train.py: the best model as a model folder, progress, a loss-curve plot."""
 
 from __future__ import annotations
 
@@ -42,6 +42,51 @@ class SaveBest(keras.callbacks.Callback):
             self.model, self.folder, {**self.metadata, "best": best}, overwrite=self.overwrite
         )
         self.overwrite = False  # from now on the folder's model is this run's own
+
+
+class TrainProgress(keras.callbacks.Callback):
+    """The run's progress in ``keras_sep.progress``: epochs of the run, steps of the epoch.
+
+    On a terminal a bar of the run's epochs and, under it, the Keras-style bar of the
+    current epoch's steps with its loss; on a pipe one line per finished epoch with its
+    losses and time; with ``quiet`` nothing. Replaces Keras' own ``verbose`` output.
+    """
+
+    def __init__(self, epochs: int, steps: int, start_epoch: int = 0, quiet: bool = False):
+        super().__init__()
+        self.epochs, self.steps, self.start_epoch, self.quiet = epochs, steps, start_epoch, quiet
+        self.run = self.epoch = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from keras_sep.progress import Progress
+
+        self.run = Progress("epoch", self.epochs, "epoch", quiet=self.quiet, keep=True)
+        self.run.set(self.start_epoch)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.run.start(f"epoch {epoch + 1}")
+        self.epoch = self.run.child(f"epoch {epoch + 1}/{self.epochs}", self.steps, "step")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.epoch.set(batch + 1)
+        if logs and "loss" in logs:
+            self.epoch.postfix(f"loss {float(logs['loss']):.4g}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.run.item = ""  # the line names the epoch already
+        self.run.finish(", ".join(f"{k} {float(logs[k]):.4g}" for k in LOSSES if k in logs))
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.close()
+            self.run = None
+
+
+LOSSES = ("loss", "val_loss")
 
 
 def plot_history(csv_path: Path, png_path: Path, overwrite: bool = False) -> Path | None:

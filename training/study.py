@@ -23,6 +23,7 @@ import math
 import re
 import shutil
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,10 @@ from typing import Any
 import yaml
 
 from keras_sep.config import reject_unknown
+from keras_sep.data.cache import CACHE_NOTE
 from keras_sep.errors import ConfigError, UsageError, check_output_dir
 from keras_sep.files import atomic_write_text, check_free
+from keras_sep.progress import EACH, Progress, add_quiet_argument
 from keras_sep.training.config import (
     TrainConfig,
     add_set_argument,
@@ -360,8 +363,12 @@ def _record(folder: Path) -> dict[str, Any]:
     return record
 
 
-def train_run(study: Study, out: Path, label: str, seed: int, progress: bool) -> tuple[dict, bool]:
+def train_run(
+    study: Study, out: Path, label: str, seed: int, display: Progress
+) -> tuple[dict, bool]:
     """Train one variant at one seed unless it has finished; returns (record, trained now).
+
+    ``display`` shows the runs of the study; the run's steps go to a child of it.
 
     A run killed after a finished validation resumes from train.py's backup; one killed
     before its first validation starts afresh.
@@ -376,17 +383,21 @@ def train_run(study: Study, out: Path, label: str, seed: int, progress: bool) ->
     start_epoch = resume_epoch(folder)
     if start_epoch == 0 and folder.exists():
         shutil.rmtree(folder)  # nothing to resume from: start the run afresh
+    # Each validation prints a line on a pipe: a run takes minutes.
+    steps = display.child(f"{label} seed {seed}", study.budget.steps, "step", lines=EACH)
+    steps.set(start_epoch * study.validate_every)
     clock = BudgetClock(
         folder / TIMELINE_FILE,
         study.budget.steps,
         study.budget.seconds,
         start_epoch,
         study.validate_every,
-        verbose=progress,
+        steps,
     )
     if start_epoch:
-        print(f"  resuming after {start_epoch * study.validate_every} steps", file=sys.stderr)
-    train(study.run_config(label, seed), folder, progress=False, callbacks=[clock])
+        steps.note("resuming")
+    # The study's own display says which run trains; train.py's lines would repeat per run.
+    train(study.run_config(label, seed), folder, progress=False, announce=False, callbacks=[clock])
     assert not (folder / BACKUP_DIR).exists()
     return _record(folder), True
 
@@ -452,19 +463,21 @@ def run_study(
     atomic_write_text(out / PLAN_FILE, json.dumps(study.plan(), indent=2) + "\n", overwrite)
     records: dict[str, dict[int, dict]] = {label: {} for label in study.variants}
     runs = study.runs()
-    for i, (label, seed) in enumerate(runs, 1):
-        head = f"{study.name} [{i}/{len(runs)}] {label} seed {seed}"
+    with Progress(f"{study.name} run", len(runs), "run", quiet=not progress) as display:
         if progress:
-            print(f"{head}: {study.budget.describe()}", file=sys.stderr)
-        record, trained = train_run(study, out, label, seed, progress)
-        if trained:
-            # Scores of an earlier model of this run are stale; the evaluation's record
-            # of model stamps goes too, so that it rescores this run and resumes the rest.
-            shutil.rmtree(out / EVAL_DIR / SCORES_DIR / system_name(label, seed), True)
-            (out / EVAL_DIR / PROVENANCE_FILE).unlink(missing_ok=True)
-        elif progress:
-            print(f"  finished earlier: {record['steps']} steps", file=sys.stderr)
-        records[label][seed] = record
+            display.say(
+                f"{study.name}: {len(runs)} runs, each {study.budget.describe()}", sys.stderr
+            )
+        for label, seed in runs:
+            display.start(f"{label} seed {seed}")
+            record, trained = train_run(study, out, label, seed, display)
+            if trained:
+                # Scores of an earlier model of this run are stale; the evaluation's record
+                # of model stamps goes too, so that it rescores this run and resumes the rest.
+                shutil.rmtree(out / EVAL_DIR / SCORES_DIR / system_name(label, seed), True)
+                (out / EVAL_DIR / PROVENANCE_FILE).unlink(missing_ok=True)
+            records[label][seed] = record
+            display.finish(f"{record['steps']} steps" + ("" if trained else ", finished earlier"))
     results = evaluate_study(study, out, musdb_root, progress)
     return write_report(study, out, records, results)
 
@@ -485,7 +498,7 @@ EPILOG = (
     "  keras-sep study table1 --scale paper --musdb-root ~/musdb18hq   # on a GPU\n"
     "  keras-sep study my_study.yaml --steps 200 -o studies/mine\n"
     f"Shipped studies: {', '.join(sorted(p.stem for p in STUDY_DIR.glob('*.yaml')))}. "
-    "See docs/study.md."
+    "See docs/study.md.\n\n" + textwrap.fill(CACHE_NOTE, 88)
 )
 
 
@@ -519,7 +532,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", help="override the seeds, comma-separated, e.g. 1,2,3")
     p.add_argument("--eval-tracks", type=int, metavar="N", help="score the first N held-out songs")
     add_set_argument(p, "--set batch_size=4")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_quiet_argument(p)
     p.add_argument(
         "--overwrite",
         action="store_true",

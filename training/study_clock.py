@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-import sys
 import time
 from pathlib import Path
 
 import keras
+
+from keras_sep.progress import Progress
 
 FIELDS = ("epoch", "steps", "seconds", "wall", "loss", "val_loss")
 
@@ -29,13 +30,13 @@ class BudgetClock(keras.callbacks.Callback):
         seconds: float | None,
         start_epoch: int,
         steps_per_epoch: int,
-        verbose: bool = False,
+        display: Progress | None = None,
     ):
         super().__init__()
         from keras_sep.training.study import read_timeline
 
         self.path, self.budget_steps, self.budget_seconds = Path(path), steps, seconds
-        self.verbose = verbose
+        self.display = display
         self.rows = [r for r in read_timeline(self.path.parent) if r["epoch"] < start_epoch]
         last = self.rows[-1] if self.rows else {}
         self.steps = int(last.get("steps", start_epoch * steps_per_epoch))
@@ -60,6 +61,8 @@ class BudgetClock(keras.callbacks.Callback):
             self.seconds += time.perf_counter() - self.step_started
         self.traced = True
         self.steps += 1
+        if self.display is not None:
+            self.display.set(self.steps)
         if (self.budget_steps and self.steps >= self.budget_steps) or (
             self.budget_seconds and self.seconds >= self.budget_seconds
         ):
@@ -77,9 +80,7 @@ class BudgetClock(keras.callbacks.Callback):
         }
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, FIELDS).writerow(row)
-        if self.verbose:
-            print(
-                f"  step {self.steps}, {self.seconds:.0f} s: loss {row['loss']:.4g}, "
-                f"val_loss {row['val_loss']:.4g}",
-                file=sys.stderr,
+        if self.display is not None:
+            self.display.note(
+                f"{self.seconds:.0f} s, loss {row['loss']:.4g}, val_loss {row['val_loss']:.4g}"
             )

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import yaml
 if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
-from keras_sep.data.cache import default_cache_dir  # noqa: E402
+from keras_sep.data.cache import CACHE_NOTE, default_cache_dir  # noqa: E402
 from keras_sep.errors import (  # noqa: E402
     ArgumentParser,
     ConfigError,
@@ -36,6 +37,7 @@ from keras_sep.errors import (  # noqa: E402
     command,
 )
 from keras_sep.files import atomic_write_text, check_free, claim, make_folder  # noqa: E402
+from keras_sep.progress import add_quiet_argument  # noqa: E402
 from keras_sep.training.config import (  # noqa: E402
     PRECISIONS,
     STEMS_PREFIX,
@@ -71,7 +73,8 @@ def get_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         "  python training/train.py --config dilated_dense --musdb-root ~/musdb18hq\n"
         "  python training/train.py --config dilated_dense --data toy --set preset=tiny "
         "--epochs 2\n"
-        "Run the same command again to resume an interrupted run.",
+        "Run the same command again to resume an interrupted run.\n\n"
+        + textwrap.fill(CACHE_NOTE, 88),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -139,13 +142,13 @@ def get_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         help="auto: bfloat16 where the device has it, else float16 with loss scaling",
     )
     p.add_argument("--jit-compile", choices=["auto", "true", "false"], help="XLA / jit compile")
-    p.add_argument("--cache-dir", help="where decoded, resampled stems are cached")
+    p.add_argument("--cache-dir", help="where decoded, resampled stems are cached (see below)")
     p.add_argument(
         "--overwrite",
         action="store_true",
         help="start afresh even if --out already holds a finished run",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     return p
 
 
@@ -251,7 +254,13 @@ def _plain(value):
     return yaml.safe_load(yaml.safe_dump(value))
 
 
-def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], progress: bool):
+def load_tracks(
+    cfg: TrainConfig,
+    sample_rate: int,
+    sources: tuple[str, ...],
+    progress: bool,
+    announce: bool = True,
+):
     """Cached (train, valid) tracks from every data source, and the songs held out per root.
 
     A root without validation songs (no musdb validation-list match, no setup.yaml; a
@@ -305,11 +314,12 @@ def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], pr
         held_out,
     )
     # Decoded stems add up (hundreds of MB for the toy set): say where they are.
-    print(
-        f"cache: {cache} ({folder_size(cache) / 1e6:.0f} MB; move it with --cache-dir or "
-        "KERAS_SEP_CACHE, delete it to free the space)",
-        file=sys.stderr,
-    )
+    if announce:
+        print(
+            f"cache: {cache} ({folder_size(cache) / 1e6:.0f} MB; move it with --cache-dir or "
+            "KERAS_SEP_CACHE, delete it to free the space)",
+            file=sys.stderr,
+        )
     return cached
 
 
@@ -374,19 +384,22 @@ def train(
     out: Path,
     progress: bool = True,
     overwrite: bool = False,
+    announce: bool = True,
     callbacks: list | None = None,
     cluster: Cluster | None = None,
 ) -> dict:
     """Train according to ``cfg`` into the run folder ``out``; returns fit's history.
 
-    ``callbacks`` are appended to the run's own (backup, best model, logs). ``cluster``:
-    the JAX cluster flags of ``--strategy multiworker`` (the rest from the environment).
+    ``callbacks`` are appended to the run's own (backup, best model, logs). ``progress``
+    shows the epochs and steps; ``announce`` prints the device, the cache and the time.
+    ``cluster``: the JAX cluster flags of ``--strategy multiworker`` (the rest from the
+    environment).
     """
     import keras
 
     from keras_sep.models import SeparationModel
     from keras_sep.training import pipeline
-    from keras_sep.training.callbacks import SaveBest, plot_history
+    from keras_sep.training.callbacks import SaveBest, TrainProgress, plot_history
     from keras_sep.training.device import cpu_cost_note, training_device
     from keras_sep.training.finetune import check_source, load_source_weights
 
@@ -417,7 +430,7 @@ def train(
     check_data_roots(cfg, model_cfg.sources, model_cfg.channels)
     backend = keras.backend.backend()
     device = training_device(backend)
-    if worker.is_chief:
+    if worker.is_chief and announce:
         print(f"training on {backend}, device: {device}", file=sys.stderr)
         if strategy:
             print(
@@ -443,7 +456,7 @@ def train(
     keras.mixed_precision.set_global_policy(policy or "float32")
 
     train_tracks, valid_tracks, held_out = load_tracks(
-        cfg, model_cfg.sample_rate, model_cfg.sources, progress
+        cfg, model_cfg.sample_rate, model_cfg.sources, progress, announce
     )
     train_sampler, valid_sampler = make_samplers(cfg, model_cfg, train_tracks, valid_tracks)
     sampler = train_sampler()
@@ -516,7 +529,8 @@ def train(
     ]
     if have_tensorflow():
         run_callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
-    callbacks = run_callbacks + list(callbacks or [])
+    shown = TrainProgress(cfg.epochs, steps, start_epoch, quiet=not progress)
+    callbacks = [*run_callbacks, shown, *(callbacks or [])]
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(patience=cfg.early_stopping_patience, verbose=1)
@@ -533,9 +547,10 @@ def train(
                 validation_data=valid_data,
                 callbacks=callbacks,
                 shuffle=False,  # examples are already drawn at random by the sampler
-                verbose=1 if progress else 0,
+                verbose=0,  # TrainProgress shows it, the same way on every command
             )
     finally:
+        shown.close()  # fit skips on_train_end when interrupted
         # fit skips on_train_end when interrupted (Ctrl-C); don't leave the log open.
         for callback in callbacks:
             if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:
@@ -545,7 +560,8 @@ def train(
         shutil.rmtree(out, ignore_errors=True)  # the chief wrote the run folder
         return history.history
     plot_history(out / HISTORY_CSV, out / HISTORY_PNG, overwrite=ours)
-    print(f"trained {out} in {time.time() - started:.0f} s", file=sys.stderr)
+    if announce:
+        print(f"trained {out} in {time.time() - started:.0f} s", file=sys.stderr)
     return history.history
 
 

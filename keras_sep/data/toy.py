@@ -176,12 +176,11 @@ def write_musdb_tree(
         for name in (*SOURCES, "mixture"):
             check_free(root / subset / song_name(i) / f"{name}.wav", overwrite)
     check_free(root / "setup.yaml", overwrite)
-    songs = enumerate(plan)
-    if progress:
-        from tqdm import tqdm
+    from keras_sep.progress import Progress
 
-        songs = tqdm(songs, total=len(plan), desc="toy songs", unit="song")
-    for i, subset in songs:
+    bar = Progress("toy songs", len(plan), "song", quiet=not progress)
+    for i, subset in enumerate(plan):
+        bar.start(f"{subset}/{song_name(i)}")
         stems = generate_song(song_seed(seed, i), seconds, sample_rate)
         # On the 1/32768 grid libsndfile writes floats as exact 16-bit integers.
         stems = {k: np.round(v * 32768.0) / 32768.0 for k, v in stems.items()}
@@ -189,6 +188,8 @@ def write_musdb_tree(
         for name in SOURCES:
             write_audio(folder / f"{name}.wav", stems[name], sample_rate, overwrite=overwrite)
         write_audio(folder / "mixture.wav", sum(stems.values()), sample_rate, overwrite=overwrite)
+        bar.finish()
+    bar.close()
 
     write_setup(root, [song_name(i) for i in range(train, train + valid)], overwrite)
     return root

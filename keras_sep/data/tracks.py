@@ -142,6 +142,28 @@ def check_musdb_tree(root: str | os.PathLike, sources: tuple[str, ...]) -> int:
     return channels.pop() if channels else 2
 
 
+def musdb_db(
+    root: str | os.PathLike,
+    subset: str,
+    split: str | None = None,
+    sources: tuple[str, ...] | None = None,
+):
+    """``musdb.DB`` of a root, with the root's own ``setup.yaml`` (validation list) if any.
+
+    Every song of a wav root is checked first (``check_musdb_tree``), so a missing or
+    mismatched stem fails here, before any work.
+    """
+    if subset not in SUBSETS:
+        raise DataError(f"subset must be one of {list(SUBSETS)}, got {subset!r}")
+    if split is not None and (subset != "train" or split not in SPLITS):
+        raise DataError(f"split {split!r} needs subset 'train' and one of {list(SPLITS)}")
+    is_wav = detect_layout(root)
+    check_musdb_tree(root, tuple(sources or SOURCES))
+    musdb = import_musdb()
+    setup = SETUP_FILE if (Path(root) / SETUP_FILE).is_file() else None
+    return musdb.DB(root=str(root), is_wav=is_wav, subsets=subset, split=split, setup_file=setup)
+
+
 def musdb_tracks(
     root: str | os.PathLike,
     subset: str = "test",
@@ -156,15 +178,7 @@ def musdb_tracks(
     trees do). Every check runs when this is called, before the first track is read;
     audio is then decoded one track at a time, at the dataset's rate.
     """
-    if subset not in SUBSETS:
-        raise DataError(f"subset must be one of {list(SUBSETS)}, got {subset!r}")
-    if split is not None and (subset != "train" or split not in SPLITS):
-        raise DataError(f"split {split!r} needs subset 'train' and one of {list(SPLITS)}")
-    is_wav = detect_layout(root)
-    check_musdb_tree(root, tuple(sources or SOURCES))
-    musdb = import_musdb()
-    setup = SETUP_FILE if (Path(root) / SETUP_FILE).is_file() else None
-    db = musdb.DB(root=str(root), is_wav=is_wav, subsets=subset, split=split, setup_file=setup)
+    db = musdb_db(root, subset, split, sources)
     if len(db) == 0:
         where = subset + (f" (split {split})" if split else "")
         raise DataError(f"no tracks in {root} for subset {where}")

@@ -192,7 +192,7 @@ def test_songs_left_on_one_folder_are_refused_before_any_work(tmp_path, capsys, 
     argv = [one.parent, two.parent, "--model", model_folder, "-o", out]
     code, _, err = separate(capsys, *argv)
     assert code == 2 and len(err) == 1, err
-    assert "would all be written to the same folder live/song.wav/" in err[0]
+    assert "would all be written to the same folder live/song.wav.stems/" in err[0]
     assert str(one) in err[0] and str(two) in err[0]
     assert not out.exists()
 

@@ -452,10 +452,11 @@ def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
 
 
-def run_cluster(script_args: list, env: dict, processes: int = 2, timeout: int = 300) -> list:
+def run_cluster(script_args: list, env: dict, processes: int = 2, timeout: int = 1200) -> list:
     """Start ``processes`` JAX processes on 127.0.0.1; (returncode, stdout, stderr) of each.
 
-    A process that outlives ``timeout`` (a peer died, the cluster never formed) is killed.
+    A process that outlives ``timeout`` (a peer died, the cluster never formed) is killed;
+    it is a hang guard, far above the minute an idle 2-core machine takes.
     """
     (port,) = free_ports(1)
     cluster = {

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import keras_sep
+from keras_sep.folder import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHERS = ["jax", "torch"]
@@ -119,7 +120,7 @@ TF_FREE = textwrap.dedent(
 @pytest.mark.slow
 def test_training_without_tensorflow_loads_under_tensorflow(tmp_path):
     run("jax", ["-c", TF_FREE, str(tmp_path / "run"), str(tmp_path / "cache")])
-    info = keras_sep.folder.read_info(tmp_path / "run")
+    info = read_info(tmp_path / "run")
     assert info["keras_backend"] == "jax" and info["training"]["pipeline"] == "pydataset"
     model = keras_sep.load(tmp_path / "run")  # this process runs TensorFlow
     assert keras.backend.backend() == "tensorflow"

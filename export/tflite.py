@@ -11,6 +11,7 @@ tensors to each input shape.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,19 @@ def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        Interpreter = require("tensorflow", "running a TFLite model").lite.Interpreter
+        return _tf_interpreter
     return Interpreter
+
+
+def _tf_interpreter(**kwargs: Any):
+    # TensorFlow 2.20 and later warn at every construction that tf.lite.Interpreter moves to
+    # LiteRT; it still works (TF 2.21), and the notice is for whoever installs the packages.
+    tf = require("tensorflow", "running a TFLite model")
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", r"\s*Warning: tf\.lite\.Interpreter is deprecated", UserWarning
+        )
+        return tf.lite.Interpreter(**kwargs)
 
 
 def tflite_ops(path: str | os.PathLike) -> list[str]:

@@ -3,9 +3,9 @@
 Decoding uses soundfile (libsndfile: wav, flac, ogg, mp3 and more), which works with
 every Keras backend and needs no TensorFlow; formats it cannot open (m4a/aac, mp4, ...)
 go through the ``ffmpeg`` command when it is on PATH. tensorflow-io is available as
-``decoder="tfio"``: it reads the same formats as soundfile (not AAC), so it is never the
-default. Resampling uses scipy's polyphase filter, exact for rational ratios such as
-44100 -> 22050 Hz and identical on every machine.
+``decoder="tfio"`` with the ``[tfio]`` extra: it reads the same formats as soundfile (not
+AAC), so it is never the default. Resampling uses scipy's polyphase filter, exact for
+rational ratios such as 44100 -> 22050 Hz and identical on every machine.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from keras_sep.errors import AudioError, AudioWarning
 from keras_sep.files import staged_file, staged_files
 
 DECODERS = ("auto", "soundfile", "ffmpeg", "tfio")
+# decoder="tfio" comes with this extra, which holds TensorFlow at the one series it works with.
+TFIO_EXTRA = "keras-sep[tfio]"
+TFIO_TENSORFLOW = "2.17"
 # Output formats: extension -> (soundfile format, subtype by bit depth). The first bit
 # depth is the default; lossy formats have none (key None).
 WRITE_FORMATS = {
@@ -182,10 +185,18 @@ def _open_ffmpeg(path: Path) -> Iterator[AudioReader]:
 
 
 def _read_tfio(path: Path) -> tuple[np.ndarray, int]:
-    from keras_sep.errors import require
+    from keras_sep.errors import MissingDependencyError, require
 
-    require("tensorflow", "decoder='tfio'")
-    tfio = require("tensorflow_io", "decoder='tfio'")
+    tf = require("tensorflow", "decoder='tfio'", TFIO_EXTRA)
+    tfio = require("tensorflow_io", "decoder='tfio'", TFIO_EXTRA)
+    # tensorflow-io's last release imports under any TensorFlow, but its ops load only in the
+    # 2.17 it was built for; elsewhere every call fails with an undefined symbol.
+    if not tf.__version__.startswith(TFIO_TENSORFLOW + "."):
+        raise MissingDependencyError(
+            f"decoder='tfio' needs TensorFlow {TFIO_TENSORFLOW} (tensorflow-io's last release "
+            f'was built for it), not {tf.__version__}; pip install "{TFIO_EXTRA}" in its own '
+            f"environment, or use decoder='auto'"
+        )
     try:
         stream = tfio.audio.AudioIOTensor(str(path))
         audio = stream.to_tensor().numpy()

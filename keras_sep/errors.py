@@ -69,8 +69,12 @@ class AudioWarning(UserWarning):
     """Audio that can be used, but not all of it as the user may expect (a truncated file)."""
 
 
-def require(module: str, feature: str):
-    """Import ``module`` for ``feature``, or raise a one-line error saying what to install."""
+def require(module: str, feature: str, install: str = "keras-sep"):
+    """Import ``module`` for ``feature``, or raise a one-line error saying what to install.
+
+    ``install`` is the pip requirement that brings the module: an extra such as
+    ``keras-sep[tfio]`` for the packages the base install leaves out.
+    """
     import importlib
 
     try:
@@ -78,7 +82,8 @@ def require(module: str, feature: str):
     except ImportError as e:
         raise MissingDependencyError(
             f"{feature} needs the '{module}' package, which is not importable here ({e}); "
-            f"install it (pip install keras-sep pulls it in) or use a feature that does not need it"
+            f'install it (pip install "{install}" pulls it in) or use a feature that does not '
+            f"need it"
         ) from None
 
 

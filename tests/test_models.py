@@ -195,7 +195,8 @@ def test_mixed_bfloat16_forward_and_training_step(name, mixed_bfloat16):
     for v in y.values():
         assert v.dtype == np.float32 and v.shape == x.shape and np.isfinite(v).all()
     np.testing.assert_allclose(sum(y.values()), x, atol=1e-5)
-    before = [np.array(v) for v in model.trainable_weights]
+    # Copies: convert_to_numpy may share the variable's memory (torch), which the step changes.
+    before = [np.array(keras.ops.convert_to_numpy(v)) for v in model.trainable_weights]
     # Eager: one step does not repay tracing the graph (1 s instead of 6 s of CPU).
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", run_eagerly=True)
     target = {s: x * 0.25 for s in model.sources}

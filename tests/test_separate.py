@@ -1,6 +1,8 @@
 """The overlap-add routine, audio I/O and their errors."""
 
 import os
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from keras_sep.audio import (
     write_stems,
 )
 from keras_sep.config import DilatedConfig, WaveUNetConfig
-from keras_sep.errors import AudioError, AudioWarning
+from keras_sep.errors import AudioError, AudioWarning, MissingDependencyError
 from keras_sep.separate import (
     separate,
     separate_file,
@@ -160,6 +162,25 @@ def test_tensorflow_io_decoder_matches_soundfile(tmp_path):
     theirs, rate = read_audio(tmp_path / "a.flac", decoder="tfio")
     assert rate == 16000
     np.testing.assert_allclose(theirs, ours, atol=1e-6)
+
+
+def test_tfio_decoder_without_tensorflow_io_says_which_extra(tmp_path, monkeypatch):
+    """The base install leaves tensorflow-io out; asking for it names the extra to install."""
+    monkeypatch.setitem(sys.modules, "tensorflow_io", None)  # as if not installed
+    write_audio(tmp_path / "a.wav", np.zeros((4000, 2), "float32"), 16000)
+    with pytest.raises(MissingDependencyError) as raised:
+        read_audio(tmp_path / "a.wav", decoder="tfio")
+    message = str(raised.value)
+    assert 'pip install "keras-sep[tfio]"' in message and "\n" not in message
+
+
+def test_tfio_decoder_refuses_a_tensorflow_it_was_not_built_for(tmp_path, monkeypatch):
+    tf = pytest.importorskip("tensorflow")
+    monkeypatch.setitem(sys.modules, "tensorflow_io", types.ModuleType("tensorflow_io"))
+    monkeypatch.setattr(tf, "__version__", "2.21.0")
+    write_audio(tmp_path / "a.wav", np.zeros((4000, 2), "float32"), 16000)
+    with pytest.raises(MissingDependencyError, match=r"needs TensorFlow 2\.17 .*not 2\.21\.0"):
+        read_audio(tmp_path / "a.wav", decoder="tfio")
 
 
 def _write(path, data):

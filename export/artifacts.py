@@ -23,11 +23,20 @@ import keras_sep
 from keras_sep.errors import ExportError, KerasSepError, UsageError, require
 from keras_sep.files import staged_dir
 from keras_sep.folder import read_config
-from keras_sep.serving import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE, config_summary
+from keras_sep.separate import DEFAULT_TTA
+from keras_sep.serving import (
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    SIGNATURE,
+    SONG_SIGNATURE,
+    WAV_SIGNATURE,
+    config_summary,
+)
 from keras_sep.version import __version__
 
 from .checks import first_line, max_abs_error
 from .onnx_model import DEFAULT_OPSET, check_opset
+from .song import song_settings
 from .tflite import QUANTIZE
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -130,13 +139,16 @@ def export_folder(
     overwrite: bool = False,
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    tta: int = DEFAULT_TTA,
 ) -> dict[str, Any]:
     """Export the model folder ``folder`` into ``out``; returns the manifest written there.
 
     ``out`` gets ``saved_model/<model_version>/`` (TF Serving layout), ``model.tflite``
     (``quantize``: none, dynamic or float16), ``model.onnx`` (``opset``) and
-    ``manifest.json``. With ``verify`` each artifact runs on random input and is compared
-    with Keras; a float32 artifact off by more than 1e-4 fails the export.
+    ``manifest.json``. The SavedModel's whole-song signatures run ``tta`` test-time
+    augmentation passes (``keras_sep.separate``'s default). With ``verify`` each artifact
+    runs on random input and is compared with Keras; a float32 artifact off by more than
+    1e-4 fails the export.
     """
     log = log or (lambda message: None)
     # Check every option before the slow part, so a typo costs nothing.
@@ -162,9 +174,19 @@ def export_folder(
     # "native" convolutions: plain dilated convs, which every converter maps to builtins.
     model = keras_sep.load(folder, conv_impl="native")
     cfg = model.arch_config
+    settings = song_settings(cfg, tta=tta)
     with staged_dir(out) as staging:
         manifest = _export(
-            model, architecture, cfg, staging, formats, quantize, opset, model_version, log
+            model,
+            architecture,
+            cfg,
+            staging,
+            formats,
+            quantize,
+            opset,
+            model_version,
+            log,
+            settings,
         )
         if verify:
             _verify(model, cfg, staging, manifest, log)
@@ -176,7 +198,9 @@ def export_folder(
     return manifest
 
 
-def _export(model, architecture, cfg, staging, formats, quantize, opset, model_version, log):
+def _export(
+    model, architecture, cfg, staging, formats, quantize, opset, model_version, log, settings
+):
     """Write the artifacts into ``staging``; returns the manifest without checksums."""
     from .onnx_model import convert_onnx
     from .saved_model import write_saved_model
@@ -199,13 +223,15 @@ def _export(model, architecture, cfg, staging, formats, quantize, opset, model_v
     if "saved_model" in formats or "tflite" in formats:
         # TFLite converts from the SavedModel, so it is written even when not requested.
         log(f"SavedModel -> {saved_model}")
-        write_saved_model(model, staging / saved_model)
+        write_saved_model(model, staging / saved_model, settings)
     if "saved_model" in formats:
         artifacts["saved_model"] = {
             "path": saved_model.as_posix(),
             "model_version": model_version,
             "signature": SIGNATURE,
             "quantize": "none",
+            # The whole-song signatures and the segment plan they run (export/song.py).
+            "song": {"signatures": [SONG_SIGNATURE, WAV_SIGNATURE], **settings.to_dict()},
         }
     if "tflite" in formats:
         log(f"TFLite ({quantize}) -> {TFLITE_FILE}")
@@ -252,3 +278,33 @@ def _verify(model, cfg, staging: Path, manifest: dict[str, Any], log) -> None:
                 f"the exported {fmt} model differs from Keras by {error:.3g} > {tolerance:g} "
                 "on random input; nothing was written"
             )
+    if "song" in manifest["artifacts"].get("saved_model", {}):
+        _verify_song(model, staging, manifest, log)
+
+
+def _verify_song(model, staging: Path, manifest: dict[str, Any], log) -> None:
+    """``separate_song`` against ``keras_sep.separate`` with the same settings, on noise."""
+    from keras_sep.separate import separate
+
+    from .saved_model import SavedModelRunner
+
+    entry = manifest["artifacts"]["saved_model"]
+    song = entry["song"]
+    cfg = model.arch_config
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (CHECK_LENGTH, cfg.channels))
+    x = x.astype(np.float32)
+    kwargs = {k: song[k] for k in ("segment", "overlap", "tta", "batch_size")}
+    try:
+        got = SavedModelRunner(staging / entry["path"], manifest).separate_song(x)
+    except KerasSepError:
+        raise
+    except Exception as e:
+        raise ExportError(f"the {SONG_SIGNATURE} signature does not run: {first_line(e)}") from None
+    error = max_abs_error(separate(model, x, **kwargs), got)
+    entry["song"]["max_abs_error"] = error
+    log(f"saved_model {SONG_SIGNATURE}: max abs error vs keras_sep.separate {error:.2e}")
+    if error > TOLERANCE["none"]:
+        raise ExportError(
+            f"the {SONG_SIGNATURE} signature differs from keras_sep.separate by {error:.3g} > "
+            f"{TOLERANCE['none']:g} on random input; nothing was written"
+        )

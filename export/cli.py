@@ -6,6 +6,7 @@ import argparse
 import os
 
 from keras_sep.errors import ArgumentParser, check_output_dir, command
+from keras_sep.separate import DEFAULT_TTA
 
 from .artifacts import FORMATS, export_folder
 from .onnx_model import DEFAULT_OPSET
@@ -38,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="TF Serving version folder: saved_model/<N>/ (default 1)",
+    )
+    parser.add_argument(
+        "--tta",
+        type=int,
+        default=DEFAULT_TTA,
+        metavar="N",
+        help="test-time augmentation passes (1-4) of the SavedModel's separate_song and "
+        f"separate_wav signatures, as in keras-sep separate (default {DEFAULT_TTA})",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier export in --out"
@@ -77,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         model_version=args.model_version,
         overwrite=args.overwrite,
         verify=args.verify,
+        tta=args.tta,
         log=lambda message: print(message, flush=True),
     )
     print(f"formats: {', '.join(manifest['artifacts'])}; manifest: {args.out}/manifest.json")

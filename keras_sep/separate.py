@@ -243,6 +243,16 @@ def overlap_add(
         close()
 
 
+def _run_plan(model: Predictor, read: Callable[[int, int], np.ndarray], total: int, **kwargs: Any):
+    """``overlap_add``, or the model's own executor of the plan (``separate_blocks``, same
+    arguments) when it has one: the TF Serving client sends whole songs to the SavedModel's
+    ``separate_song`` signature, which runs the same plan in its graph."""
+    own = getattr(model, "separate_blocks", None)
+    if own is not None:
+        return own(read, total, **kwargs)
+    return overlap_add(model, read, total, **kwargs)
+
+
 def _collect(blocks: Iterator[dict[str, np.ndarray]], total: int) -> dict[str, np.ndarray]:
     """Concatenate streamed stem blocks into one array per stem of ``total`` samples."""
     stems: dict[str, np.ndarray] = {}
@@ -282,7 +292,7 @@ def separate(
     mixture = np.asarray(mixture, dtype=np.float32)
     if mixture.ndim != 2 or mixture.shape[1] != cfg.channels:
         raise ValueError(f"mixture must be (time, {cfg.channels}), got {mixture.shape}")
-    blocks = overlap_add(
+    blocks = _run_plan(
         model,
         lambda start, stop: mixture[start:stop],
         len(mixture),
@@ -352,7 +362,7 @@ def separate_stream(
     total = -(-frames * down.up // down.down)
     up = {s: Resampler(cfg.sample_rate, rate) for s in cfg.sources}
     written = 0
-    blocks = overlap_add(model, _Window(mixture()), total, **kwargs)
+    blocks = _run_plan(model, _Window(mixture()), total, **kwargs)
     for last, block in _mark_last(blocks):
         out = {s: up[s](v, last=last) for s, v in block.items()}
         length = min(len(next(iter(out.values()))), frames - written)

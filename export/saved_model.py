@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from keras_sep.errors import ExportError, require
-from keras_sep.serving import SIGNATURE, SONG_INPUT, SONG_SIGNATURE, ExportedModel
+from keras_sep.serving import SIGNATURE, SONG_INPUT, SONG_SIGNATURE, WAV_SIGNATURE, ExportedModel
 
 from .checks import first_line
-from .song import SongSettings, song_functions, song_settings, song_signatures
+from .song import SongSettings, song_function, song_settings, song_signatures, wav_function
 
 if TYPE_CHECKING:
     from keras_sep.models import SeparationModel
@@ -41,9 +41,11 @@ def write_saved_model(
         # What model.export(format="tf_saved_model") does; the first endpoint is also
         # written as serving_default.
         archive.track_and_add_endpoint("serve", model, get_input_signature(model))
-        functions = song_functions(lambda x: model(x, training=False), cfg, settings)
-        for fn, (name, signature) in zip(functions, song_signatures(tf).items(), strict=True):
-            archive.add_endpoint(name, fn, signature)
+        signatures = song_signatures(tf)
+        song = song_function(lambda x: model(x, training=False), cfg, settings)
+        song = archive.add_endpoint(SONG_SIGNATURE, song, signatures[SONG_SIGNATURE])
+        # separate_wav calls the traced separate_song: one copy of the song graph.
+        archive.add_endpoint(WAV_SIGNATURE, wav_function(song, cfg), signatures[WAV_SIGNATURE])
         archive.write_out(str(path), verbose=False)
     except Exception as e:  # TF raises many types; the first line says what failed
         raise ExportError(f"SavedModel export failed: {first_line(e)}") from None

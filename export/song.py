@@ -67,10 +67,10 @@ def song_settings(
     return SongSettings(plan.segment, overlap, tta, batch_size)
 
 
-def song_functions(
+def song_function(
     predict: Callable[[Any], dict[str, Any]], cfg: BaseConfig, settings: SongSettings
-) -> tuple[Callable, Callable]:
-    """(separate_song, separate_wav): functions of TensorFlow tensors, ready to trace.
+) -> Callable:
+    """``separate_song``: a function of a (time, channels) tensor, ready to trace.
 
     ``predict`` maps a (batch, segment, channels) float32 tensor to one such tensor per
     source (a Keras model called with ``training=False``).
@@ -151,6 +151,16 @@ def song_functions(
             )
         return stems
 
+    return separate_song
+
+
+def wav_function(separate_song: Callable, cfg: BaseConfig) -> Callable:
+    """``separate_wav``: WAV bytes in, ``separate_song``'s stems out as WAV bytes.
+
+    ``separate_song`` may be the traced song endpoint, so the graph holds the model once.
+    """
+    tf = require("tensorflow", "the whole-song signatures")
+
     def separate_wav(wav):
         audio, rate = tf.audio.decode_wav(wav)
         check = tf.debugging.assert_equal(
@@ -166,7 +176,7 @@ def song_functions(
             stems = separate_song(tf.identity(audio))
         return {s + BYTES_SUFFIX: tf.audio.encode_wav(v, rate) for s, v in stems.items()}
 
-    return separate_song, separate_wav
+    return separate_wav
 
 
 def song_signatures(tf: Any) -> dict[str, list]:

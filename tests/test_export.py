@@ -249,6 +249,7 @@ def tiny_folder(tmp_path_factory):
         (["--opset", "19"], "ONNX opset 19 is not supported by tf2onnx"),
         (["--opset", "3"], "use --opset between 7 and 18"),
         (["--quantize", "int4"], "unknown quantization 'int4'"),
+        (["--tta", "5"], "tta must be from 1 to 4 for 2 channel(s), got 5"),
     ],
 )
 def test_bad_options(tiny_folder, tmp_path, capsys, extra, message):

@@ -27,11 +27,20 @@ from keras_sep.files import check_free, staged_tree
 from keras_sep.folder import read_config
 from keras_sep.native_logs import native_logs_hidden
 from keras_sep.progress import Progress
-from keras_sep.serving import MANIFEST_FILE, MANIFEST_FORMAT, SIGNATURE, config_summary
+from keras_sep.separate import DEFAULT_TTA
+from keras_sep.serving import (
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    SIGNATURE,
+    SONG_SIGNATURE,
+    WAV_SIGNATURE,
+    config_summary,
+)
 from keras_sep.version import __version__
 
 from .checks import first_line, max_abs_error
 from .onnx_model import DEFAULT_OPSET, check_opset
+from .song import song_settings
 from .tflite import QUANTIZE
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -135,14 +144,17 @@ def export_folder(
     verify: bool = True,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
+    tta: int = DEFAULT_TTA,
 ) -> dict[str, Any]:
     """Export the model folder ``folder`` into ``out``; returns the manifest written there.
 
     ``out`` gets ``saved_model/<model_version>/`` (TF Serving layout), ``model.tflite``
     (``quantize``: none, dynamic or float16), ``model.onnx`` (``opset``) and
-    ``manifest.json``. With ``verify`` each artifact runs on random input and is compared
-    with Keras; a float32 artifact off by more than 1e-4 fails the export. ``log`` gets the
-    result lines (each check's error); ``progress`` shows the conversions and checks.
+    ``manifest.json``. The SavedModel's whole-song signatures run ``tta`` test-time
+    augmentation passes (``keras_sep.separate``'s default). With ``verify`` each artifact
+    runs on random input and is compared with Keras; a float32 artifact off by more than
+    1e-4 fails the export. ``log`` gets the result lines (each check's error); ``progress``
+    shows the conversions and checks.
     """
     # Check every option before the slow part, so a typo costs nothing.
     formats = check_formats(formats)
@@ -167,6 +179,7 @@ def export_folder(
     # "native" convolutions: plain dilated convs, which every converter maps to builtins.
     model = keras_sep.load(folder, conv_impl="native")
     cfg = model.arch_config
+    settings = song_settings(cfg, tta=tta)
     # TFLite converts from the SavedModel, so that is written for either.
     writes = ("saved_model" in formats or "tflite" in formats) + ("tflite" in formats)
     steps = writes + ("onnx" in formats) + (len(formats) if verify else 0)
@@ -179,7 +192,16 @@ def export_folder(
 
         with staged_tree(out, overwrite) as staging:
             manifest = _export(
-                model, architecture, cfg, staging, formats, quantize, opset, model_version, bar
+                model,
+                architecture,
+                cfg,
+                staging,
+                formats,
+                quantize,
+                opset,
+                model_version,
+                bar,
+                settings,
             )
             if verify:
                 _verify(model, cfg, staging, manifest, bar, tell)
@@ -190,7 +212,9 @@ def export_folder(
     return manifest
 
 
-def _export(model, architecture, cfg, staging, formats, quantize, opset, model_version, bar):
+def _export(
+    model, architecture, cfg, staging, formats, quantize, opset, model_version, bar, settings
+):
     """Write the artifacts into ``staging``; returns the manifest without checksums."""
     from .onnx_model import convert_onnx
     from .saved_model import write_saved_model
@@ -213,13 +237,10 @@ def _export(model, architecture, cfg, staging, formats, quantize, opset, model_v
     if "saved_model" in formats or "tflite" in formats:
         # TFLite converts from the SavedModel, so it is made even when not requested.
         kept = "saved_model" in formats
-        bar.start(
-            f"SavedModel -> {saved_model.as_posix()}"
-            if kept
-            else "SavedModel (for TFLite, not kept)"
-        )
+        target = saved_model.as_posix() if kept else "(for TFLite, not kept)"
+        bar.start(f"SavedModel -> {target}")
         with native_logs_hidden():
-            write_saved_model(model, staging / saved_model)
+            write_saved_model(model, staging / saved_model, settings)
         bar.finish()
     if "saved_model" in formats:
         artifacts["saved_model"] = {
@@ -227,6 +248,8 @@ def _export(model, architecture, cfg, staging, formats, quantize, opset, model_v
             "model_version": model_version,
             "signature": SIGNATURE,
             "quantize": "none",
+            # The whole-song signatures and the segment plan they run (export/song.py).
+            "song": {"signatures": [SONG_SIGNATURE, WAV_SIGNATURE], **settings.to_dict()},
         }
     if "tflite" in formats:
         bar.start(f"TFLite ({quantize}) -> {TFLITE_FILE}")
@@ -280,3 +303,34 @@ def _verify(model, cfg, staging: Path, manifest: dict[str, Any], bar, log) -> No
                 "on random input; nothing was written"
             )
         bar.finish()
+    if "song" in manifest["artifacts"].get("saved_model", {}):
+        _verify_song(model, staging, manifest, log)
+
+
+def _verify_song(model, staging: Path, manifest: dict[str, Any], log) -> None:
+    """``separate_song`` against ``keras_sep.separate`` with the same settings, on noise."""
+    from keras_sep.separate import separate
+
+    from .saved_model import SavedModelRunner
+
+    entry = manifest["artifacts"]["saved_model"]
+    song = entry["song"]
+    cfg = model.arch_config
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (CHECK_LENGTH, cfg.channels))
+    x = x.astype(np.float32)
+    kwargs = {k: song[k] for k in ("segment", "overlap", "tta", "batch_size")}
+    try:
+        with native_logs_hidden():
+            got = SavedModelRunner(staging / entry["path"], manifest).separate_song(x)
+    except KerasSepError:
+        raise
+    except Exception as e:
+        raise ExportError(f"the {SONG_SIGNATURE} signature does not run: {first_line(e)}") from None
+    error = max_abs_error(separate(model, x, **kwargs), got)
+    entry["song"]["max_abs_error"] = error
+    log(f"saved_model {SONG_SIGNATURE}: max abs error vs keras_sep.separate {error:.2e}")
+    if error > TOLERANCE["none"]:
+        raise ExportError(
+            f"the {SONG_SIGNATURE} signature differs from keras_sep.separate by {error:.3g} > "
+            f"{TOLERANCE['none']:g} on random input; nothing was written"
+        )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from keras_sep.errors import ArgumentParser, check_output_dir, command
 from keras_sep.progress import add_quiet_argument
+from keras_sep.separate import DEFAULT_TTA
 from keras_sep.serving import MANIFEST_FILE
 
 from .artifacts import FORMATS, export_folder
@@ -41,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="TF Serving version folder: saved_model/<N>/ (default 1)",
+    )
+    parser.add_argument(
+        "--tta",
+        type=int,
+        default=DEFAULT_TTA,
+        metavar="N",
+        help="test-time augmentation passes (1-4) of the SavedModel's separate_song and "
+        f"separate_wav signatures, as in keras-sep separate (default {DEFAULT_TTA})",
     )
     parser.add_argument(
         "--overwrite",
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         model_version=args.model_version,
         overwrite=args.overwrite,
         verify=args.verify,
+        tta=args.tta,
         log=lambda message: print(message, flush=True),
         progress=not args.quiet,
     )

@@ -77,27 +77,74 @@ def tta_views(channels: int, tta: int) -> list[tuple[bool, bool]]:
     return views[:tta]
 
 
+def apply_view(batch: Any, view: tuple[bool, bool]) -> Any:
+    """``batch`` (batch, time, channels) seen through one of ``tta_views``; its own inverse.
+
+    Works on NumPy arrays and on TensorFlow tensors alike: the SavedModel's whole-song
+    signature (``export/song.py``) applies the same views in its graph.
+    """
+    swap, invert = view
+    x = batch[:, :, ::-1] if swap else batch
+    return -x if invert else x
+
+
 def predict_views(
     model: Predictor, batch: np.ndarray, views: list[tuple[bool, bool]]
 ) -> dict[str, np.ndarray]:
     """The model's stems for ``batch``, averaged over the ``tta_views`` transforms of it."""
     sums: dict[str, np.ndarray] = {}
-    for swap, invert in views:
-        x = batch[:, :, ::-1] if swap else batch
-        estimates = model.predict_on_batch(np.ascontiguousarray(-x if invert else x))
+    for view in views:
+        estimates = model.predict_on_batch(np.ascontiguousarray(apply_view(batch, view)))
         for source, estimate in estimates.items():
-            y = np.asarray(estimate, dtype=np.float32)
-            y = y[:, :, ::-1] if swap else y
-            sums[source] = sums.get(source, 0) + (-y if invert else y)
+            y = apply_view(np.asarray(estimate, dtype=np.float32), view)
+            sums[source] = sums.get(source, 0) + y
     return {source: total / len(views) for source, total in sums.items()}
 
 
-def segment_starts(total: int, segment: int, hop: int) -> list[int]:
-    """Starts of segments of ``segment`` samples covering ``total``; the last ends at the end."""
-    if total <= segment:
-        return [0]
-    starts = list(range(0, total - segment, hop))
-    return [*starts, total - segment]
+@dataclass(frozen=True)
+class SegmentPlan:
+    """The one segment plan of overlap-add: segment length, overlap, window, starts, padding.
+
+    ``overlap_add`` executes it in NumPy; the SavedModel's ``separate_song`` signature
+    (``export/song.py``) executes the same plan in its graph. Make plans with
+    ``segment_plan``.
+    """
+
+    segment: int  # samples per segment, a length the model accepts
+    overlap: int  # samples shared by neighbouring segments, crossfaded by ``window``
+    window: np.ndarray  # (segment,) float32 weights, never zero
+
+    @property
+    def hop(self) -> int:
+        return self.segment - self.overlap
+
+    def starts(self, total: Any, xp: Any = np) -> Any:
+        """Starts of the segments covering ``total`` samples: every ``hop``, the last ending
+        at the end (one segment from 0 when ``total <= segment``).
+
+        Closed-form, so ``total`` may be an int or a scalar tensor: ``xp`` is any namespace
+        with NumPy's ``arange``, ``minimum`` and ``maximum`` (the graph passes TensorFlow's).
+        """
+        last = total - self.segment
+        count = 1 + xp.maximum(0, -(-last // self.hop))  # ceil(last / hop) + 1, at least 1
+        return xp.maximum(0, xp.minimum(xp.arange(count) * self.hop, last))
+
+    def padded(self, total: Any, xp: Any = np) -> Any:
+        """Samples the segments span: ``total``, zero-padded up to one segment if shorter."""
+        return xp.maximum(total, self.segment)
+
+
+def segment_plan(
+    cfg: BaseConfig, segment: int | None = None, overlap: float = DEFAULT_OVERLAP
+) -> SegmentPlan:
+    """The plan for ``cfg``'s model: ``segment`` samples (default the training segment
+    length, rounded up to a length the model accepts) overlapping by the fraction
+    ``overlap``, crossfaded with ``window``."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    segment = cfg.valid_length(segment or cfg.segment_length)
+    overlap_samples = min(int(round(overlap * segment)), segment - 1)
+    return SegmentPlan(segment, overlap_samples, window(segment, overlap_samples))
 
 
 def _ticker(progress: Progress, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -141,15 +188,12 @@ def overlap_add(
 
         model = convert_precision(model, precision)
     cfg = model.arch_config
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    plan = segment_plan(cfg, segment, overlap)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     views = tta_views(cfg.channels, tta)
-    segment = cfg.valid_length(segment or cfg.segment_length)
-    overlap_samples = min(int(round(overlap * segment)), segment - 1)
-    starts = segment_starts(total, segment, segment - overlap_samples)
-    weights = window(segment, overlap_samples)
+    segment, weights = plan.segment, plan.window
+    starts = [int(start) for start in plan.starts(total)]
     batches = range(0, len(starts), batch_size)
     tick, close = _ticker(progress, len(batches))
     # Sums of weighted estimates and of weights for the samples [base, base + len(norm)).
@@ -199,6 +243,16 @@ def overlap_add(
         close()
 
 
+def _run_plan(model: Predictor, read: Callable[[int, int], np.ndarray], total: int, **kwargs: Any):
+    """``overlap_add``, or the model's own executor of the plan (``separate_blocks``, same
+    arguments) when it has one: the TF Serving client sends whole songs to the SavedModel's
+    ``separate_song`` signature, which runs the same plan in its graph."""
+    own = getattr(model, "separate_blocks", None)
+    if own is not None:
+        return own(read, total, **kwargs)
+    return overlap_add(model, read, total, **kwargs)
+
+
 def _collect(blocks: Iterator[dict[str, np.ndarray]], total: int) -> dict[str, np.ndarray]:
     """Concatenate streamed stem blocks into one array per stem of ``total`` samples."""
     stems: dict[str, np.ndarray] = {}
@@ -238,7 +292,7 @@ def separate(
     mixture = np.asarray(mixture, dtype=np.float32)
     if mixture.ndim != 2 or mixture.shape[1] != cfg.channels:
         raise ValueError(f"mixture must be (time, {cfg.channels}), got {mixture.shape}")
-    blocks = overlap_add(
+    blocks = _run_plan(
         model,
         lambda start, stop: mixture[start:stop],
         len(mixture),
@@ -308,7 +362,7 @@ def separate_stream(
     total = -(-frames * down.up // down.down)
     up = {s: Resampler(cfg.sample_rate, rate) for s in cfg.sources}
     written = 0
-    blocks = overlap_add(model, _Window(mixture()), total, **kwargs)
+    blocks = _run_plan(model, _Window(mixture()), total, **kwargs)
     for last, block in _mark_last(blocks):
         out = {s: up[s](v, last=last) for s, v in block.items()}
         length = min(len(next(iter(out.values()))), frames - written)

@@ -14,7 +14,11 @@ it is a model like any other, so ``keras_sep.separate`` / ``separate_file`` run 
     client.check()
     stems = separate_file(client, "song.wav").stems
 
-gRPC is not offered: REST needs no ``tensorflow-serving-api`` (see docs/export.md).
+When the served SavedModel has the whole-song signature ``separate_song`` and the
+separation settings are the ones it was exported with, the client sends the song itself,
+in chunks of whole segments, and the server does the overlap-add (``separate_blocks``);
+otherwise it sends segments to ``serving_default``. Both give ``separate``'s stems.
+gRPC is left to ``tensorflow-serving-api`` users (docs/export.md has an example).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +36,30 @@ import numpy as np
 from keras_sep import config as config_module
 from keras_sep.config import BaseConfig
 from keras_sep.errors import ExportError, KerasSepError
+from keras_sep.separate import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_OVERLAP,
+    DEFAULT_TTA,
+    Progress,
+    SegmentPlan,
+    _ticker,
+    overlap_add,
+    segment_plan,
+)
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "keras-sep-export/1"
 SIGNATURE = "serving_default"
+# The SavedModel's whole-song signatures (export/song.py): a song in, its stems out.
+SONG_SIGNATURE, SONG_INPUT = "separate_song", "audio"
+WAV_SIGNATURE, WAV_INPUT = "separate_wav", "wav"
+# TF Serving's REST API base64-encodes string outputs whose name ends in "_bytes".
+BYTES_SUFFIX = "_bytes"
 DEFAULT_MODEL_NAME = "keras_sep"
 DEFAULT_URL = "http://localhost:8501"
+# Segments per whole-song request: about 22 s of audio (16384-sample segments at 22.05
+# kHz), some 20 MB of JSON, so a long song never becomes one huge request.
+SONG_CHUNK_SEGMENTS = 32
 
 
 class ServingError(KerasSepError):
@@ -89,6 +111,33 @@ def config_summary(cfg: BaseConfig) -> dict[str, Any]:
         "segment_length": cfg.segment_length,
         "valid_length": {"multiple": multiple, "rule": f"time must be {rule}"},
     }
+
+
+def song_chunks(plan: SegmentPlan, total: int, segments: int) -> list[tuple[int, int, int, int]]:
+    """Cut a song of ``total`` samples into requests of about ``segments`` segments each.
+
+    Returns (send_start, send_stop, keep_start, keep_stop) per request. Each request holds
+    whole segments of ``plan`` starting on one of its starts, so the server's plan for the
+    chunk is the song's plan shifted; a sample is kept from the one chunk that holds every
+    segment covering it, so the joined stems equal those of one request for the song.
+    """
+    starts = [int(start) for start in plan.starts(total)]
+    if len(starts) <= segments:
+        return [(0, total, 0, total)]
+    chunks, first, keep = [], 0, 0
+    while True:
+        last = first + segments - 1
+        if last >= len(starts) - 1:
+            chunks.append((starts[first], total, keep, total))
+            return chunks
+        # Samples before the next start are covered by this chunk's segments only.
+        cut = starts[last + 1]
+        chunks.append((starts[first], starts[last] + plan.segment, keep, cut))
+        # The next chunk starts with the first segment that ends after the cut.
+        following = next(i for i, start in enumerate(starts) if start + plan.segment > cut)
+        if following <= first:  # overlaps above one half: one request, not a stuck loop
+            return [(0, total, 0, total)]
+        first, keep = following, cut
 
 
 class ExportedModel:
@@ -146,6 +195,8 @@ class ServingClient(ExportedModel):
         version: int | None = None,
         signature: str = SIGNATURE,
         timeout: float = 300.0,
+        whole_song: bool = True,
+        chunk_segments: int = SONG_CHUNK_SEGMENTS,
     ):
         if not isinstance(manifest, Mapping):
             manifest = read_manifest(manifest)
@@ -157,6 +208,9 @@ class ServingClient(ExportedModel):
         self.model_url = f"{self.url}/v1/models/{model_name}"
         if version is not None:
             self.model_url += f"/versions/{int(version)}"
+        self.whole_song = whole_song
+        self.chunk_segments = max(2, int(chunk_segments))
+        self._signatures: dict[str, Any] | None = None
 
     def _request(self, url: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -180,15 +234,21 @@ class ServingClient(ExportedModel):
                 "--rest_api_port (docker: -p 8501:8501) and check --url"
             ) from None
 
+    def signatures(self) -> dict[str, Any]:
+        """The served signature definitions by name, from the model's metadata (read once)."""
+        if self._signatures is None:
+            meta = self._request(f"{self.model_url}/metadata")
+            try:
+                self._signatures = dict(meta["metadata"]["signature_def"]["signature_def"])
+            except (KeyError, TypeError):
+                raise ServingError("TF Serving's metadata lists no signature_def") from None
+        return self._signatures
+
     def check(self) -> None:
         """Compare the served signature with the manifest; raise ``ServingError`` on mismatch."""
-        meta = self._request(f"{self.model_url}/metadata")
-        try:
-            signature = meta["metadata"]["signature_def"]["signature_def"][self.signature]
-        except (KeyError, TypeError):
-            raise ServingError(
-                f"model {self.model_name!r} has no signature {self.signature!r}"
-            ) from None
+        signature = self.signatures().get(self.signature)
+        if not isinstance(signature, dict):
+            raise ServingError(f"model {self.model_name!r} has no signature {self.signature!r}")
         inputs, outputs = signature.get("inputs", {}), signature.get("outputs", {})
         if self.input_name not in inputs or sorted(outputs) != sorted(self.sources):
             raise ServingError(
@@ -204,3 +264,77 @@ class ServingClient(ExportedModel):
             raise ServingError("TF Serving's answer has no 'outputs'")
         # The columnar format gives a bare list when the signature has one output.
         return outputs if isinstance(outputs, dict) else {self.sources[0]: outputs}
+
+    def song_settings(self) -> dict[str, Any] | None:
+        """The settings of the served ``separate_song`` signature, or None if it has none.
+
+        Offered when the manifest records them (exports before it did not) and the server's
+        metadata lists the signature with its ``audio`` input.
+        """
+        song = self.manifest.get("artifacts", {}).get("saved_model", {}).get("song")
+        served = self.signatures().get(SONG_SIGNATURE) if song else None
+        if not isinstance(served, dict) or SONG_INPUT not in served.get("inputs", {}):
+            return None
+        return song
+
+    def separate_blocks(
+        self,
+        read: Callable[[int, int], np.ndarray],
+        total: int,
+        *,
+        segment: int | None = None,
+        overlap: float = DEFAULT_OVERLAP,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress = False,
+        precision: str | None = None,
+        tta: int = DEFAULT_TTA,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """``keras_sep.separate.overlap_add`` for this model, which ``separate`` runs.
+
+        With ``whole_song`` and a served ``separate_song`` built with these ``segment``,
+        ``overlap`` and ``tta``, the server runs the plan: one request per chunk of
+        ``chunk_segments`` segments (``song_chunks``). Otherwise segments go to
+        ``serving_default`` and ``overlap_add`` runs the plan here. ``batch_size`` only
+        groups segments into requests; ``precision`` cannot change a served model.
+        """
+        if precision is not None:
+            raise ValueError("precision cannot be set for a served model; export it as needed")
+        kwargs = {"segment": segment, "overlap": overlap, "batch_size": batch_size, "tta": tta}
+        song = self.song_settings() if self.whole_song else None
+        cfg = self.arch_config
+        if song is None or (cfg.valid_length(segment or cfg.segment_length), overlap, tta) != (
+            song["segment"],
+            song["overlap"],
+            song["tta"],
+        ):
+            yield from overlap_add(self, read, total, progress=progress, **kwargs)
+            return
+        chunks = song_chunks(
+            segment_plan(cfg, song["segment"], overlap), total, self.chunk_segments
+        )
+        tick, close = _ticker(progress, len(chunks))
+        try:
+            for n, (start, stop, keep, until) in enumerate(chunks):
+                stems = self.separate_song(read(start, stop))
+                yield {s: v[keep - start : until - start] for s, v in stems.items()}
+                tick(n + 1)
+        finally:
+            close()
+
+    def separate_song(self, audio: np.ndarray) -> dict[str, np.ndarray]:
+        """One request to ``separate_song``: the stems of ``audio`` (time, channels)."""
+        body = {
+            "signature_name": SONG_SIGNATURE,
+            "inputs": {SONG_INPUT: np.asarray(audio).tolist()},
+        }
+        outputs = self._request(f"{self.model_url}:predict", body).get("outputs")
+        if outputs is None:
+            raise ServingError("TF Serving's answer has no 'outputs'")
+        outputs = outputs if isinstance(outputs, dict) else {self.sources[0]: outputs}
+        missing = [s for s in self.sources if s not in outputs]
+        if missing:
+            raise ServingError(f"{SONG_SIGNATURE} returned {sorted(outputs)}, not {missing}")
+        return {
+            s: np.asarray(outputs[s], dtype=np.float32).reshape(len(audio), -1)
+            for s in self.sources
+        }

@@ -4,9 +4,6 @@ One export per architecture, shared by the module (conversions are the slow part
 are short. Needs TensorFlow, tf2onnx and onnxruntime, and the TensorFlow Keras backend.
 """
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +18,7 @@ if keras.backend.backend() != "tensorflow":
     pytest.skip("export needs the TensorFlow backend", allow_module_level=True)
 
 import tensorflow as tf  # noqa: E402
+from serving_stub import fake_tf_serving  # noqa: E402
 
 import keras_sep  # noqa: E402
 from keras_sep.errors import ExportError  # noqa: E402
@@ -179,72 +177,16 @@ def test_dilated_conv1d_transpose_tflite(tmp_path):
 
 
 # --- TF Serving client ---------------------------------------------------------------------
-# tensorflow_model_server is neither on PyPI nor in Debian here and docker cannot pull images,
-# so the client talks to this stand-in: TF Serving's REST protocol over the same SavedModel.
-
-
-def fake_tf_serving(saved_model: Path, name: str) -> ThreadingHTTPServer:
-    fn = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
-    (in_name,) = fn.structured_input_signature[1]
-
-    def tensor_info(spec):
-        dims = [{"size": str(-1 if d is None else d)} for d in spec.shape.as_list()]
-        return {"dtype": "DT_FLOAT", "tensor_shape": {"dim": dims}}
-
-    metadata = {
-        "model_spec": {"name": name, "version": "1"},
-        "metadata": {
-            "signature_def": {
-                "signature_def": {
-                    "serving_default": {
-                        "inputs": {in_name: tensor_info(fn.structured_input_signature[1][in_name])},
-                        "outputs": {k: tensor_info(v) for k, v in fn.structured_outputs.items()},
-                        "method_name": "tensorflow/serving/predict",
-                    }
-                }
-            }
-        },
-    }
-
-    class Handler(BaseHTTPRequestHandler):
-        def reply(self, code, body):
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):
-            if self.path == f"/v1/models/{name}/metadata":
-                self.reply(200, metadata)
-            else:
-                self.reply(404, {"error": f"Servable not found for request: {self.path}"})
-
-        def do_POST(self):
-            if self.path != f"/v1/models/{name}:predict":
-                return self.reply(404, {"error": f"Servable not found for request: {self.path}"})
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            try:
-                x = tf.constant(request["inputs"][in_name], tf.float32)
-                outputs = fn(**{in_name: x})
-            except Exception as e:  # TF Serving answers 400 with the error text
-                return self.reply(400, {"error": str(e).splitlines()[0]})
-            self.reply(200, {"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}})
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+# The client talks to tests/serving_stub.py: TF Serving's REST protocol over the same SavedModel.
 
 
 @pytest.fixture(scope="module")
 def served(export_tiny):
     """The Wave-U-Net export (the architecture with a valid-length rule) behind a REST server."""
     result = export_tiny("wave_u_net")
-    server = fake_tf_serving(result.out / "saved_model" / "1", "keras_sep")
+    server = fake_tf_serving(
+        result.out / "saved_model" / "1", "keras_sep", only=["serving_default"]
+    )
     yield SimpleNamespace(
         model=result.model, out=result.out, url=f"http://127.0.0.1:{server.server_port}"
     )
@@ -307,6 +249,7 @@ def tiny_folder(tmp_path_factory):
         (["--opset", "19"], "ONNX opset 19 is not supported by tf2onnx"),
         (["--opset", "3"], "use --opset between 7 and 18"),
         (["--quantize", "int4"], "unknown quantization 'int4'"),
+        (["--tta", "5"], "tta must be from 1 to 4 for 2 channel(s), got 5"),
     ],
 )
 def test_bad_options(tiny_folder, tmp_path, capsys, extra, message):

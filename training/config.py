@@ -62,6 +62,12 @@ class TrainConfig:
     loudness_db: tuple = (-24.0, -10.0)  # mastered mixture RMS, dBFS
     dry_fraction: float = 0.0  # share of examples that skip the production effects
     remix_probability: float = 0.5
+    # Timbre effects (keras_sep.data.timbre; "timbre" in augmentations = all of them):
+    # per-effect probability overrides, e.g. {filter_bank: 0.5}.
+    timbre_probability: dict = field(default_factory=dict)
+    # Source -> probability that it is silent in an example (whole segment or a section),
+    # e.g. {vocals: 0.25, bass: 0.1}: the model learns to output silence for a missing stem.
+    missing_stems: dict = field(default_factory=dict)
     silence_threshold_db: float | None = None  # skip segments with a quieter target
     valid_segments_per_track: int = 8
     # A root without validation songs (no musdb list match, no setup.yaml) holds out this
@@ -89,7 +95,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name in ("model", "effect_probability"):
+        for name in ("model", "effect_probability", "timbre_probability", "missing_stems"):
             object.__setattr__(self, name, dict(getattr(self, name)))
         checks = {
             "pipeline": PIPELINES,

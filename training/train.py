@@ -248,6 +248,8 @@ def make_samplers(cfg: TrainConfig, model_cfg, train_tracks: list, valid_tracks:
         cfg.augmentations,
         cfg.gain,
         cfg.remix_probability,
+        timbre_probability=cfg.timbre_probability,
+        missing=cfg.missing_stems,
         probability=cfg.effect_probability,
         context=round(cfg.production_context * model_cfg.sample_rate),
         loudness_db=cfg.loudness_db,

@@ -53,6 +53,8 @@ class TrainConfig:
     toy_songs: int = 24
     toy_valid_songs: int = 4
     toy_seconds: float = 20.0
+    # Chance that a training toy song has no vocals, and that its bass rests in a section.
+    toy_missing: float = 0.0
     gain: tuple = (0.7, 1.0)
     # Any of: channel_swap, polarity, remix, and the production effects of
     # keras_sep.data.production (eq, saturation, ..., master; "production" = all of them).
@@ -123,6 +125,8 @@ class TrainConfig:
         for name in ("toy_songs", "toy_valid_songs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.toy_missing <= 1:
+            raise ConfigError(f"toy_missing must be in [0, 1], got {self.toy_missing}")
         if not 0 <= self.remix_probability <= 1:
             raise ConfigError(f"remix_probability must be in [0, 1], got {self.remix_probability}")
         # Resolve the model now, so a bad model.* key fails before any data is read.

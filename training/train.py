@@ -195,7 +195,11 @@ def load_tracks(cfg: TrainConfig, sample_rate: int, sources: tuple[str, ...], pr
     for source in cfg.data:
         if source == "toy":
             train += toy_tracks(
-                cfg.toy_songs, seed=TRAIN_SEED, seconds=cfg.toy_seconds, sample_rate=sample_rate
+                cfg.toy_songs,
+                seed=TRAIN_SEED,
+                seconds=cfg.toy_seconds,
+                sample_rate=sample_rate,
+                missing=cfg.toy_missing,
             )
             valid += toy_tracks(
                 cfg.toy_valid_songs,

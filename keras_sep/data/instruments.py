@@ -71,7 +71,7 @@ KIND_WORDS = {
     "perc": ("cowbell", "tamb", "conga", "bongo", "clave", "shaker", "perc", "block", "djembe"),
 }
 FALLBACK = {
-    "stick": "snare", "clap": "snare", "pedal": "hat", "open": "hat", "tom_lo": "kick",
+    "hat": "perc", "stick": "snare", "clap": "snare", "pedal": "hat", "open": "hat", "tom_lo": "kick",
     "tom_mid": "snare", "tom_hi": "snare", "crash": "open", "ride": "hat", "perc": "stick",
 }  # fmt: skip
 
@@ -353,9 +353,10 @@ def load_kit(name: str, sr: int, root: str = str(HYDROGEN_DIR)) -> dict:
                     audio = resample(audio, rate, sr)
                 loaded.append((top, audio.astype(np.float32), gain))
             kit[kind] = loaded
-    for kind, other in FALLBACK.items():
-        if kind not in kit and other in kit:
-            kit[kind] = kit[other]
+    for _ in range(2):  # a fallback may itself have fallen back
+        for kind, other in FALLBACK.items():
+            if kind not in kit and other in kit:
+                kit[kind] = kit[other]
     if "kick" not in kit and "snare" not in kit:
         raise ValueError(f"Hydrogen kit {name!r} has no kick or snare that its names show")
     return kit

@@ -71,8 +71,9 @@ KIND_WORDS = {
     "perc": ("cowbell", "tamb", "conga", "bongo", "clave", "shaker", "perc", "block", "djembe"),
 }
 FALLBACK = {
-    "hat": "perc", "stick": "snare", "clap": "snare", "pedal": "hat", "open": "hat", "tom_lo": "kick",
-    "tom_mid": "snare", "tom_hi": "snare", "crash": "open", "ride": "hat", "perc": "stick",
+    "hat": "perc", "stick": "snare", "clap": "snare", "pedal": "hat", "open": "hat",
+    "tom_lo": "kick", "tom_mid": "snare", "tom_hi": "snare", "crash": "open", "ride": "hat",
+    "perc": "stick",
 }  # fmt: skip
 
 

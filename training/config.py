@@ -26,6 +26,7 @@ from keras_sep.config import (
     resolve_config,
 )
 from keras_sep.data.sampler import AUGMENTATIONS
+from keras_sep.data.timbre import TIMBRE_EFFECTS, Alteration
 from keras_sep.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -125,6 +126,8 @@ class TrainConfig:
         for name in ("toy_songs", "toy_valid_songs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        # Fails here, in one line, on an unknown timbre effect or a probability out of [0, 1].
+        Alteration(TIMBRE_EFFECTS, self.timbre_probability, self.missing_stems)
         if not 0 <= self.toy_missing <= 1:
             raise ConfigError(f"toy_missing must be in [0, 1], got {self.toy_missing}")
         if not 0 <= self.remix_probability <= 1:

@@ -17,6 +17,8 @@ stem that uses the font is a segment of one long MIDI file, separated by silence
 usage: python training/render_corpus.py OUT --train N --valid N --test N [--jobs J]
 Needs: fluidsynth, espeak-ng, the three SoundFonts in FONTS (Debian packages
 fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont); numpy, soundfile, mido.
+``--instruments P`` also needs Hydrogen's kits (Debian hydrogen-drumkits); ``--missing P``
+drops vocals and bass sections (both: docs/training.md).
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ held-out MUSDB18-layout test songs, and this prints each stem's mean plain SDR (
 |s|^2 / |s - est|^2, the MDX metric: silence scores 0 dB) next to the mixture and silence
 rows, for each root. Plain SDR needs no BSSEval, so a table takes seconds per model.
 
+A stem that is absent from a song (all zeros: a song without vocals) has no SDR; it is left
+out of that stem's mean ("-" when no song has it), and for songs without vocals the script
+prints the vocals output's level against the mixture (dB, mean over those songs): how much
+a model leaks into a stem that should be silent.
+
     python benchmarks/heldout_sdr.py data/corpus data/produced --model bundled --model runs/demo
     python benchmarks/heldout_sdr.py data/produced --model runs/a --model runs/b --json out.json
     python benchmarks/heldout_sdr.py data/produced --tta 1 --tta 4   # test-time augmentation
@@ -24,21 +29,32 @@ import numpy as np
 import keras_sep
 from keras_sep.baselines import MIXTURE, SILENCE, reference_estimates
 from keras_sep.data.tracks import musdb_tracks
-from keras_sep.metrics import plain_sdr
+from keras_sep.metrics import is_silent, plain_sdr, relative_level_db
 from keras_sep.separate import DEFAULT_TTA, separate_waveform
 
 
-def table(tracks, systems: dict) -> dict[str, dict[str, float]]:
-    """Mean plain SDR per system and source; ``systems``: name -> track -> estimates."""
-    rows = {}
+def table(tracks, systems: dict) -> tuple[dict, dict]:
+    """Mean plain SDR per system and source over the songs that have the source, and the
+    mean level (dB against the mixture) of each source's output over the songs without it;
+    ``systems``: name -> track -> estimates."""
+    rows, leaks = {}, {}
     for name, estimate in systems.items():
         scores = {s: [] for s in tracks[0].sources}
+        levels = {s: [] for s in tracks[0].sources}
         for track in tracks:
             estimates = estimate(track)
             for s, reference in track.sources.items():
-                scores[s].append(plain_sdr(reference, estimates[s]))
-        rows[name] = {s: float(np.mean(v)) for s, v in scores.items()}
-    return rows
+                if is_silent(reference):
+                    levels[s].append(relative_level_db(estimates[s], track.mixture))
+                else:
+                    scores[s].append(plain_sdr(reference, estimates[s]))
+        rows[name] = {s: float(np.mean(v)) if v else float("nan") for s, v in scores.items()}
+        leaks[name] = {s: (float(np.mean(v)), len(v)) for s, v in levels.items() if v}
+    return rows, leaks
+
+
+def _cell(x: float) -> str:
+    return "-" if np.isnan(x) else f"{x:.2f}"
 
 
 def main() -> None:
@@ -71,16 +87,23 @@ def main() -> None:
                     separate_waveform(m, t.mixture, t.rate, tta=n).stems
                 )
         started = time.perf_counter()
-        rows = table(tracks, systems)
-        results[root] = rows
+        rows, leaks = table(tracks, systems)
+        results[root] = {"sdr": rows, "absent_stem_level_db": leaks}
         sources = list(tracks[0].sources)
         seconds = time.perf_counter() - started
         print(f"\n{root}: {len(tracks)} songs, mean plain SDR (dB), scored in {seconds:.0f} s")
         print("| system | " + " | ".join(sources) + " | mean |")
         print("|---" * (len(sources) + 2) + "|")
         for name, row in rows.items():
-            cells = " | ".join(f"{row[s]:.2f}" for s in sources)
-            print(f"| {name} | {cells} | {np.mean(list(row.values())):.2f} |")
+            cells = " | ".join(_cell(row[s]) for s in sources)
+            print(f"| {name} | {cells} | {np.nanmean(list(row.values())):.2f} |")
+        absent = sorted({s for leak in leaks.values() for s in leak}, key=sources.index)
+        for s in absent:
+            count = next(iter(leaks.values()))[s][1]
+            print(f"\n{s} output on the {count} songs without {s}, dB against the mixture:")
+            for name, leak in leaks.items():
+                if name != SILENCE:
+                    print(f"| {name} | {leak[s][0]:.1f} dB |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -47,6 +47,23 @@ def plain_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     return _plain_sdr_db(np.sum(s**2), np.sum((s - e) ** 2))
 
 
+def relative_level_db(estimate: np.ndarray, mixture: np.ndarray) -> float:
+    """How loud ``estimate`` is against ``mixture``, in dB (whole signals, energy ratio).
+
+    For a stem that is absent from a song (no vocals), this measures what a separator leaks
+    into it: -inf for an exactly silent output, 0 dB for the whole mixture.
+    """
+    e = np.sum(np.square(np.asarray(estimate, dtype=np.float64)))
+    m = np.sum(np.square(np.asarray(mixture, dtype=np.float64)))
+    with np.errstate(divide="ignore"):
+        return float(10 * np.log10(e / m)) if m > 0 else float("nan")
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    """True when ``audio`` holds no signal at all (an absent stem: all zeros)."""
+    return not np.any(np.asarray(audio))
+
+
 def _plain_sdr_db(signal_energy: float, error_energy: float) -> float:
     return float(
         10 * np.log10((signal_energy + PLAIN_SDR_DELTA) / (error_energy + PLAIN_SDR_DELTA))

@@ -252,3 +252,63 @@ def test_missing_tools_fail_before_writing(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: missing fluidsynth, espeak-ng")
     assert not (tmp_path / "c").exists()
+
+
+def test_instruments_and_missing_stems_change_only_what_they_say():
+    from keras_sep.data import instruments
+
+    for i in range(6):
+        plain = rc.compose_song("train", i, SECONDS)
+        assert rc.compose_song("train", i, SECONDS, instruments=0.0, missing=0.0) == plain
+        swapped = rc.compose_song("train", i, SECONDS, instruments=1.0)
+        assert swapped == rc.compose_song("train", i, SECONDS, instruments=1.0)
+        for a, b in zip(plain.parts, swapped.parts, strict=True):
+            assert a.notes == b.notes and a.stem == b.stem  # same music, other instruments
+            if b.stem == "drums":
+                assert b.font.removeprefix("hydrogen:") in instruments.TRAIN_KITS
+            elif b.stem == "vocals":
+                assert b == a
+            else:
+                assert b.font.removeprefix("synth:") in instruments.TRAIN_SYNTHS
+        held = rc.compose_song("test", i, SECONDS, instruments=1.0, pool="held_out")
+        for p in held.parts:
+            name = p.font.split(":", 1)[-1]
+            assert p.stem == "vocals" or name in instruments.HELD_OUT_KITS + (
+                instruments.HELD_OUT_SYNTHS
+            )
+        dropped = rc.compose_song("train", i, SECONDS, missing=1.0)
+        assert dropped.missing == ("vocals", "bass") and dropped.vocal_style == "none"
+        assert not dropped.phrases and all(p.stem != "vocals" for p in dropped.parts)
+        bass = [len(p.notes) for p in dropped.parts if p.stem == "bass"]
+        assert bass[0] < [len(p.notes) for p in plain.parts if p.stem == "bass"][0]
+        kept = [p for p in dropped.parts if p.stem in ("drums", "other")]
+        assert kept == [p for p in plain.parts if p.stem in ("drums", "other")]
+    some = [rc.compose_song("train", i, SECONDS, missing=0.4).missing for i in range(20)]
+    assert 0 < sum("vocals" in m for m in some) < 20
+    with pytest.raises(ValueError, match="pool"):
+        rc.compose_song("train", 0, SECONDS, instruments=1.0, pool="secret")
+
+
+@pytest.mark.skipif(
+    not rc.instruments.kit_names(), reason="Hydrogen kits not installed (hydrogen-drumkits)"
+)
+def test_main_renders_kits_synths_and_songs_without_vocals(tmp_path, monkeypatch):
+    monkeypatch.setattr(rc, "render_segments", fake_render)
+    monkeypatch.setattr(rc, "speak", fake_speak)
+    monkeypatch.setattr(rc.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(rc, "FONTS", {k: __file__ for k in rc.FONTS})
+    out = tmp_path / "corpus"
+    args = ["--test", "2", "--seconds", "3", "--rate", "8000", "--instruments", "1"]
+    assert rc.main([str(out), *args, "--missing", "1", "--pool", "held_out"]) == 0
+    for song in (out / "test").iterdir():
+        audio = {
+            k: sf.read(song / f"{k}.wav", dtype="int16")[0].astype(int)
+            for k in (*rc.STEMS, "mixture")
+        }
+        assert np.array_equal(audio["mixture"], sum(audio[k] for k in rc.STEMS))
+        assert not np.any(audio["vocals"])
+        assert all(np.any(audio[k]) for k in ("drums", "bass", "other"))
+        meta = json.loads((song / "song.json").read_text())
+        assert meta["missing"] == ["vocals", "bass"]
+        assert all(":" in p["font"] for p in meta["parts"])  # no SoundFont at all
+    assert rc.main([str(tmp_path / "c"), "--test", "1", "--missing", "2"]) == 2

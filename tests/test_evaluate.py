@@ -496,3 +496,13 @@ def test_cli_oracle_on_an_instrumental_musdb_tree(tmp_path, capsys):
     assert "| vocals | absent | absent | absent | absent |" in capsys.readouterr().out
     for name in (report.REPORT_MD, report.REPORT_JSON, report.BOXPLOT_PNG, report.PER_TRACK_PNG):
         assert (out / name).stat().st_size > 0
+
+
+def test_relative_level_of_an_output_against_the_mixture():
+    from keras_sep.metrics import is_silent, relative_level_db
+
+    mixture = np.random.default_rng(0).standard_normal((1000, 2))
+    assert relative_level_db(mixture, mixture) == pytest.approx(0.0)
+    assert relative_level_db(0.1 * mixture, mixture) == pytest.approx(-20.0)
+    assert relative_level_db(np.zeros_like(mixture), mixture) == -np.inf
+    assert is_silent(np.zeros((10, 2))) and not is_silent(np.full((10, 2), 1e-9))

@@ -175,3 +175,26 @@ def test_musdb_reads_a_written_tree(tmp_path):
     # Nothing hidden but keras-sep's records of what it wrote (no temporary files).
     leftovers = [p for p in root.rglob("*") if p.name.startswith(".") and p.name != RECORD]
     assert not leftovers, leftovers
+
+
+def test_missing_stems_are_silent_per_seed_and_leave_the_rest_alone():
+    plain = {seed: toy.generate_song(seed, 4.0, 8000) for seed in range(12)}
+    dropped = {seed: toy.generate_song(seed, 4.0, 8000, missing=0.5) for seed in range(12)}
+    no_vocals = bass_rests = 0
+    for seed, stems in dropped.items():
+        # Deterministic per seed, and the other stems are the song without the option (up
+        # to the one gain that keeps the mixture's peak).
+        again = toy.generate_song(seed, 4.0, 8000, missing=0.5)
+        for name in toy.SOURCES:
+            np.testing.assert_array_equal(stems[name], again[name])
+        scale = np.abs(plain[seed]["drums"]).max() / np.abs(stems["drums"]).max()
+        np.testing.assert_allclose(stems["drums"] * scale, plain[seed]["drums"], atol=1e-5)
+        no_vocals += not np.any(stems["vocals"])
+        gap = envelope(stems["bass"], 8000) == 0
+        bass_rests += bool(gap.sum() >= 15)  # a section of at least 0.75 s (a quarter song)
+        if not gap.any():
+            np.testing.assert_allclose(stems["bass"] * scale, plain[seed]["bass"], atol=1e-5)
+    assert 0 < no_vocals < 12 and 0 < bass_rests < 12
+    assert all(np.any(s["vocals"]) for s in plain.values())
+    always = toy.generate_song(3, 2.0, 8000, missing=1.0)
+    assert not np.any(always["vocals"]) and np.any(always["drums"])

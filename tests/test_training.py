@@ -180,6 +180,14 @@ def test_config_errors():
     cfg = load_config("fig3b_blocks3_dense", ["model.kernel_size=5", "batch_size=2"])
     assert cfg.model == {"num_blocks": 3, "dilation": "constant:512", "kernel_size": 5}
     assert cfg.batch_size == 2 and cfg.epochs == 30
+    with pytest.raises(ConfigError, match="missing must be in"):
+        load_config("demo_timbre", ["missing_stems={vocals: 1.5}"])
+    with pytest.raises(ConfigError, match="unknown timbre"):
+        load_config("demo_timbre", ["timbre_probability={pitch: 0.5}"])
+    with pytest.raises(ConfigError, match="toy_missing"):
+        load_config("demo_timbre", ["toy_missing=2"])
+    cfg = load_config("demo_timbre")
+    assert "timbre" in cfg.augmentations and cfg.missing_stems["vocals"] > 0
 
 
 SMALL = [

@@ -26,6 +26,7 @@ from keras_sep.config import (
     resolve_config,
 )
 from keras_sep.data.sampler import AUGMENTATIONS
+from keras_sep.data.timbre import TIMBRE_EFFECTS, Alteration
 from keras_sep.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -53,6 +54,8 @@ class TrainConfig:
     toy_songs: int = 24
     toy_valid_songs: int = 4
     toy_seconds: float = 20.0
+    # Chance that a training toy song has no vocals, and that its bass rests in a section.
+    toy_missing: float = 0.0
     gain: tuple = (0.7, 1.0)
     # Any of: channel_swap, polarity, remix, and the production effects of
     # keras_sep.data.production (eq, saturation, ..., master; "production" = all of them).
@@ -62,6 +65,12 @@ class TrainConfig:
     loudness_db: tuple = (-24.0, -10.0)  # mastered mixture RMS, dBFS
     dry_fraction: float = 0.0  # share of examples that skip the production effects
     remix_probability: float = 0.5
+    # Timbre effects (keras_sep.data.timbre; "timbre" in augmentations = all of them):
+    # per-effect probability overrides, e.g. {filter_bank: 0.5}.
+    timbre_probability: dict = field(default_factory=dict)
+    # Source -> probability that it is silent in an example (whole segment or a section),
+    # e.g. {vocals: 0.25, bass: 0.1}: the model learns to output silence for a missing stem.
+    missing_stems: dict = field(default_factory=dict)
     silence_threshold_db: float | None = None  # skip segments with a quieter target
     valid_segments_per_track: int = 8
     # A root without validation songs (no musdb list match, no setup.yaml) holds out this
@@ -89,7 +98,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name in ("model", "effect_probability"):
+        for name in ("model", "effect_probability", "timbre_probability", "missing_stems"):
             object.__setattr__(self, name, dict(getattr(self, name)))
         checks = {
             "pipeline": PIPELINES,
@@ -117,6 +126,10 @@ class TrainConfig:
         for name in ("toy_songs", "toy_valid_songs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        # Fails here, in one line, on an unknown timbre effect or a probability out of [0, 1].
+        Alteration(TIMBRE_EFFECTS, self.timbre_probability, self.missing_stems)
+        if not 0 <= self.toy_missing <= 1:
+            raise ConfigError(f"toy_missing must be in [0, 1], got {self.toy_missing}")
         if not 0 <= self.remix_probability <= 1:
             raise ConfigError(f"remix_probability must be in [0, 1], got {self.remix_probability}")
         # Resolve the model now, so a bad model.* key fails before any data is read.

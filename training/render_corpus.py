@@ -17,11 +17,14 @@ stem that uses the font is a segment of one long MIDI file, separated by silence
 usage: python training/render_corpus.py OUT --train N --valid N --test N [--jobs J]
 Needs: fluidsynth, espeak-ng, the three SoundFonts in FONTS (Debian packages
 fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont); numpy, soundfile, mido.
+``--instruments P`` also needs Hydrogen's kits (Debian hydrogen-drumkits); ``--missing P``
+drops vocals and bass sections (both: docs/training.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_sep.data import instruments
 from keras_sep.errors import ArgumentParser, command
 
 STEMS = ("drums", "bass", "other", "vocals")
@@ -50,6 +54,12 @@ GM_KITS = (0, 8, 16, 24, 25, 32, 40, 48)
 VARIANT_KITS = (1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 33, 34, 35, 36, 41, 42)
 KITS = {"FluidR3": GM_KITS + VARIANT_KITS, "TimGM6mb": GM_KITS, "MuseScore": GM_KITS + VARIANT_KITS}
 DRUM_CHANNEL = 9  # MIDI channel 10
+
+# Instruments beyond the fonts (--instruments): (Hydrogen kits, synthesizers) per pool.
+POOLS = {
+    "train": (instruments.TRAIN_KITS, instruments.TRAIN_SYNTHS),
+    "held_out": (instruments.HELD_OUT_KITS, instruments.HELD_OUT_SYNTHS),
+}
 
 # Seeds of song i: SPLIT_SEEDS[split] + i, so the three splits never share a seed.
 SPLIT_SEEDS = {"train": 1_000_000, "valid": 2_000_000, "test": 3_000_000}
@@ -155,12 +165,13 @@ class Song:
     tonic: int
     mode: str
     density: float
-    vocal_style: str
+    vocal_style: str  # "none": the song has no vocals (--missing)
     sections: tuple[Section, ...]
     parts: tuple[Part, ...]
     phrases: tuple[Phrase, ...]
     levels_db: dict[str, float]
     peak_db: float
+    missing: tuple[str, ...] = ()  # "vocals" (the whole song), "bass" (a section): --missing
 
 
 def song_seed(split: str, index: int) -> int:
@@ -180,12 +191,82 @@ def song_name(split: str, index: int) -> str:
 
 
 def compose_song(
-    split: str, index: int, seconds: float = 20.0, fonts: tuple[str, ...] = tuple(FONTS)
+    split: str,
+    index: int,
+    seconds: float = 20.0,
+    fonts: tuple[str, ...] = tuple(FONTS),
+    instruments: float = 0.0,
+    pool: str = "train",
+    missing: float = 0.0,
 ) -> Song:
-    """Compose song ``index`` of ``split``: the same arguments always give the same song."""
+    """Compose song ``index`` of ``split``: the same arguments always give the same song.
+
+    ``instruments``: the chance that a drum part plays a Hydrogen kit and a bass or other
+    part one of our synthesizers (keras_sep.data.instruments) instead of its SoundFont,
+    from the ``pool`` ("train" or "held_out") instruments. ``missing``: the chance that
+    the song has no vocals, and (drawn apart) that the bass rests through a section. Both
+    draw from their own streams, so with 0 the song is the one composed without them.
+    """
     unknown = sorted(set(fonts) - set(FONTS))
     if unknown or not fonts:
         raise ValueError(f"unknown fonts {unknown}; use some of {sorted(FONTS)}")
+    if pool not in POOLS:
+        raise ValueError(f"unknown instrument pool {pool!r}; use one of {sorted(POOLS)}")
+    song = _compose(split, index, seconds, fonts)
+    if instruments > 0:
+        song = _swap_instruments(song, instruments, POOLS[pool])
+    if missing > 0:
+        song = _drop_stems(song, missing)
+    return song
+
+
+def _swap_instruments(song: Song, chance: float, pool: tuple[tuple, tuple]) -> Song:
+    """Some parts of ``song`` on a Hydrogen kit or a synthesizer of ``pool`` (kits, synths):
+    font "hydrogen:KIT", or "synth:KIND" with the program as the synth's parameter seed."""
+    rng = np.random.default_rng([song.seed, 26])
+    kits, synths = pool
+    parts = []
+    for part in song.parts:
+        swap = rng.random() < chance
+        if swap and part.stem == "drums":
+            part = dataclasses.replace(part, font=f"hydrogen:{rng.choice(kits)}")
+        elif swap and part.stem in ("bass", "other"):
+            kind, seed = str(rng.choice(synths)), int(rng.integers(100_000))
+            part = dataclasses.replace(part, font=f"synth:{kind}", program=seed)
+        parts.append(part)
+    return dataclasses.replace(song, parts=tuple(parts))
+
+
+def _drop_stems(song: Song, chance: float) -> Song:
+    """Without vocals (all of the song), and the bass resting through a section, each with
+    probability ``chance``."""
+    rng = np.random.default_rng([song.seed, 27])
+    no_vocals, bass_rests = rng.random() < chance, rng.random() < chance
+    parts, phrases, missing = list(song.parts), song.phrases, []
+    if no_vocals:
+        parts, phrases, missing = [p for p in parts if p.stem != "vocals"], (), ["vocals"]
+    if bass_rests:
+        start = float(rng.uniform(0.0, 0.6)) * song.seconds
+        end = start + float(rng.uniform(0.25, 0.5)) * song.seconds
+        parts = [
+            dataclasses.replace(
+                p, notes=tuple(n for n in p.notes if not start - 0.5 < n.start < end)
+            )
+            if p.stem == "bass"
+            else p
+            for p in parts
+        ]
+        missing.append("bass")
+    return dataclasses.replace(
+        song,
+        parts=tuple(parts),
+        phrases=phrases,
+        vocal_style="none" if no_vocals else song.vocal_style,
+        missing=tuple(missing),
+    )
+
+
+def _compose(split: str, index: int, seconds: float, fonts: tuple[str, ...]) -> Song:
     seed = song_seed(split, index)
     rng = np.random.default_rng(seed)
     meter = str(rng.choice(list(METERS), p=METER_WEIGHTS))
@@ -717,6 +798,18 @@ def render_segments(font: str, segments, seconds, rate, workdir: Path) -> list[n
     return out
 
 
+def render_own(part: Part, seconds: float, rate: int) -> np.ndarray:
+    """A part on a Hydrogen kit ("hydrogen:KIT") or our synthesizer ("synth:KIND"), (time, 2)."""
+    source, name = part.font.split(":", 1)
+    if source == "hydrogen":
+        return instruments.render_kit_part(name, part.notes, seconds, rate)
+    # FluidSynth plays the same notes cut before the next onset of their pitch: so does this.
+    notes = [Note(a, b - a, pitch, vel) for a, b, pitch, vel in _note_spans(part.notes, seconds)]
+    return instruments.render_synth_part(
+        name, part.program, notes, seconds, rate, part.pan, part.volume
+    )
+
+
 def speak(phrases, seconds, rate, workdir: Path) -> np.ndarray:
     """espeak-ng phrases placed at their start times, (time, 2) float32."""
     import soundfile as sf
@@ -792,7 +885,7 @@ def render_batch(songs: list[Song], out: Path, rate: int) -> list[tuple[str, flo
         jobs: dict[str, list[tuple[int, str, str]]] = {}  # font -> (song, stem) segments
         for i, song in enumerate(songs):
             for stem in STEMS:
-                fonts = {p.font for p in song.parts if p.stem == stem}
+                fonts = {p.font for p in song.parts if p.stem == stem and p.font in FONTS}
                 for font in sorted(fonts):
                     jobs.setdefault(font, []).append((i, stem, font))
         stems = [
@@ -808,6 +901,9 @@ def render_batch(songs: list[Song], out: Path, rate: int) -> list[tuple[str, flo
             ):
                 stems[i][stem] += audio
         for i, song in enumerate(songs):
+            for part in song.parts:
+                if part.font not in FONTS:
+                    stems[i][part.stem] += render_own(part, song.seconds, rate)
             if song.phrases:
                 stems[i]["vocals"] += speak(song.phrases, song.seconds, rate, work)
             mixed = mix_stems(stems[i], song.levels_db, song.peak_db, rate)
@@ -816,6 +912,16 @@ def render_batch(songs: list[Song], out: Path, rate: int) -> list[tuple[str, flo
             atomic_write_text(folder / "song.json", json.dumps(asdict(song)) + "\n")
     spent = (time.perf_counter() - t0) / len(songs)
     return [(s.name, spent) for s in songs]
+
+
+def listed_validation(root: Path) -> list[str]:
+    """The validation songs root/setup.yaml lists, if it exists."""
+    import yaml
+
+    try:
+        return list(yaml.safe_load((root / "setup.yaml").read_text())["validation_tracks"] or [])
+    except (OSError, KeyError, TypeError):
+        return []
 
 
 def plan(train, valid, test, train_from=0, valid_from=0, test_from=0):
@@ -848,6 +954,26 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--fonts", nargs="+", default=list(FONTS), choices=list(FONTS))
     p.add_argument("--jobs", type=int, default=1, help="rendering processes")
     p.add_argument("--batch", type=int, default=12, help="songs per FluidSynth process")
+    p.add_argument(
+        "--instruments",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance that a drum part plays a Hydrogen kit, a bass or other part our synth",
+    )
+    p.add_argument(
+        "--pool",
+        choices=sorted(POOLS),
+        default="train",
+        help="which kits and synths --instruments draws (held_out: only for test songs)",
+    )
+    p.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance that a song has no vocals, and that its bass rests through a section",
+    )
     return p
 
 
@@ -857,10 +983,18 @@ def main(argv: list[str] | None = None) -> int:
 
     args = get_parser().parse_args(argv)
     counts = (args.train, args.valid, args.test, args.train_from, args.valid_from, args.test_from)
-    if min(counts) < 0 or args.seconds <= 0 or args.rate < 8000 or args.jobs < 1 or args.batch < 1:
+    chances = (args.instruments, args.missing)
+    if (
+        min(counts) < 0
+        or args.seconds <= 0
+        or args.rate < 8000
+        or args.jobs < 1
+        or args.batch < 1
+        or not all(0 <= p <= 1 for p in chances)
+    ):
         print(
             "error: song counts and indices must be >= 0, --seconds > 0, --rate >= 8000, "
-            "--jobs and --batch >= 1",
+            "--jobs and --batch >= 1, --instruments and --missing in [0, 1]",
             file=sys.stderr,
         )
         return 2
@@ -868,10 +1002,15 @@ def main(argv: list[str] | None = None) -> int:
     missing += [
         path for font, path in FONTS.items() if font in args.fonts and not Path(path).is_file()
     ]
+    if args.instruments > 0:
+        kits = set(instruments.TRAIN_KITS + instruments.HELD_OUT_KITS)
+        absent = sorted(kits - set(instruments.kit_names()))
+        missing += [f"Hydrogen kit {k!r}" for k in absent[:1]]
     if missing:
         print(
             f"error: missing {', '.join(missing)}; install fluidsynth, espeak-ng, "
-            "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont",
+            "fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont"
+            + (", hydrogen-drumkits" if args.instruments > 0 else ""),
             file=sys.stderr,
         )
         return 1
@@ -881,9 +1020,21 @@ def main(argv: list[str] | None = None) -> int:
     ):
         folder = args.out / ("test" if split == "test" else "train") / song_name(split, i)
         if not (folder / "mixture.wav").is_file():
-            todo.append(compose_song(split, i, args.seconds, tuple(args.fonts)))
+            todo.append(
+                compose_song(
+                    split,
+                    i,
+                    args.seconds,
+                    tuple(args.fonts),
+                    args.instruments,
+                    args.pool,
+                    args.missing,
+                )
+            )
     batches = [todo[k : k + args.batch] for k in range(0, len(todo), args.batch)]
     valid = [song_name("valid", i) for i in range(args.valid_from, args.valid_from + args.valid)]
+    # Validation songs rendered by an earlier run stay listed.
+    valid = sorted(set(valid) | set(listed_validation(args.out)))
     write_setup(args.out, valid)
     t0 = time.perf_counter()
     done = 0

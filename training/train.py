@@ -277,7 +277,11 @@ def load_tracks(
     for source in cfg.data:
         if source == "toy":
             train += toy_tracks(
-                cfg.toy_songs, seed=TRAIN_SEED, seconds=cfg.toy_seconds, sample_rate=sample_rate
+                cfg.toy_songs,
+                seed=TRAIN_SEED,
+                seconds=cfg.toy_seconds,
+                sample_rate=sample_rate,
+                missing=cfg.toy_missing,
             )
             valid += toy_tracks(
                 cfg.toy_valid_songs,
@@ -331,6 +335,8 @@ def make_samplers(cfg: TrainConfig, model_cfg, train_tracks: list, valid_tracks:
         cfg.augmentations,
         cfg.gain,
         cfg.remix_probability,
+        timbre_probability=cfg.timbre_probability,
+        missing=cfg.missing_stems,
         probability=cfg.effect_probability,
         context=round(cfg.production_context * model_cfg.sample_rate),
         loudness_db=cfg.loudness_db,

@@ -16,10 +16,13 @@ import numpy as np
 
 from keras_sep.data.cache import CachedTrack
 from keras_sep.data.production import EFFECTS, Production
+from keras_sep.data.timbre import TIMBRE_EFFECTS, Alteration
 from keras_sep.errors import DataError
 
-# "production" is shorthand for every effect in keras_sep.data.production.EFFECTS.
+# "production" is shorthand for every effect in keras_sep.data.production.EFFECTS, "timbre"
+# for every one in keras_sep.data.timbre.TIMBRE_EFFECTS.
 AUGMENTATIONS = ("channel_swap", "polarity", "remix", "production", *EFFECTS)
+AUGMENTATIONS += ("timbre", *TIMBRE_EFFECTS)
 # Redraws allowed when skipping near-silent targets, before accepting a quiet segment.
 SILENCE_ATTEMPTS = 10
 # Keys validation draws apart from training draws (which use shard counts here).
@@ -39,6 +42,8 @@ class Augmentation:
     remix: float = 0.0
     # Mixing and mastering effects (keras_sep.data.production), or None for dry stems.
     production: Production | None = None
+    # Per-stem timbre changes and missing stems (keras_sep.data.timbre), before production.
+    alteration: Alteration = Alteration()
 
     @classmethod
     def from_names(
@@ -46,16 +51,22 @@ class Augmentation:
         names: Sequence[str],
         gain: tuple[float, float] = (0.7, 1.0),
         remix: float = 0.5,
+        timbre_probability: dict | None = None,
+        missing: dict | None = None,
         **production: Any,
     ) -> Augmentation:
         """The augmentations named in a config; effect names (or ``production`` for all of
-        them) build a ``Production`` with the keyword options (see ``Production``)."""
+        them) build a ``Production`` with the keyword options (see ``Production``), timbre
+        effect names (or ``timbre``) and ``missing`` an ``Alteration``."""
         unknown = sorted(set(names) - set(AUGMENTATIONS))
         if unknown:
             raise DataError(f"unknown augmentation(s) {unknown}; valid: {list(AUGMENTATIONS)}")
         if not 0 < gain[0] <= gain[1]:
             raise DataError(f"gain range must satisfy 0 < min <= max, got {gain}")
         effects = EFFECTS if "production" in names else tuple(n for n in names if n in EFFECTS)
+        timbre = (
+            TIMBRE_EFFECTS if "timbre" in names else tuple(n for n in names if n in TIMBRE_EFFECTS)
+        )
         return cls(
             gain_min=gain[0],
             gain_max=gain[1],
@@ -63,6 +74,7 @@ class Augmentation:
             polarity="polarity" in names,
             remix=remix if "remix" in names else 0.0,
             production=Production(effects, **production) if effects else None,
+            alteration=Alteration(timbre, timbre_probability or {}, missing or {}),
         )
 
 
@@ -112,31 +124,40 @@ class SegmentSampler:
         return int(rng.integers(0, max(1, self.tracks[track].length - self.segment_length + 1)))
 
     def gather(
-        self, track_ids: np.ndarray, offsets: np.ndarray, length: int | None = None
+        self, track_ids: np.ndarray, offsets: np.ndarray, length: int | None = None, plan=None
     ) -> np.ndarray:
         """(sources, length, channels) float32: source k from track_ids[k] at offsets[k].
 
         ``length`` defaults to the segment length; audio before a track's start (a negative
-        offset) and after its end reads as silence.
+        offset) and after its end reads as silence. ``plan`` (``Alteration.plan``) changes
+        each source's timbre and silences missing ones.
         """
         length = self.segment_length if length is None else length
         out = np.zeros((len(self.sources), length, self.channels), np.float32)
-        for k, (source, track, offset) in enumerate(
-            zip(self.sources, track_ids, offsets, strict=True)
-        ):
-            start = max(0, -offset)
-            piece = self.tracks[track].sources[source][max(0, offset) : offset + length]
-            out[k, start : start + len(piece)] = piece
+        for k, (track, offset) in enumerate(zip(track_ids, offsets, strict=True)):
+            if plan is None:
+                self._read(out[k], k, int(track), int(offset))
+                continue
+            stem = plan[k]
+            piece = np.zeros((Alteration.read_length(stem, length), self.channels), np.float32)
+            self._read(piece, k, int(track), int(offset))
+            out[k] = Alteration.apply(piece, stem, length, self.tracks[int(track)].rate)
         return out
 
+    def _read(self, out: np.ndarray, k: int, track: int, offset: int) -> None:
+        """Fill ``out`` with source k of ``track`` from ``offset`` (silence outside it)."""
+        start = max(0, -offset)
+        piece = self.tracks[track].sources[self.sources[k]][max(0, offset) : offset + len(out)]
+        out[start : start + len(piece)] = piece
+
     def produce(
-        self, track_ids: np.ndarray, offsets: np.ndarray, factors: np.ndarray, rng
+        self, track_ids: np.ndarray, offsets: np.ndarray, factors: np.ndarray, rng, plan=None
     ) -> np.ndarray:
         """Segment stems at ``offsets`` scaled by ``factors``, through the production chain,
         which reads its context from before the segment."""
         production = self.augmentation.production
         speed, before, total = production.window(rng, self.segment_length)
-        window = self.gather(track_ids, np.asarray(offsets) - before, total)
+        window = self.gather(track_ids, np.asarray(offsets) - before, total, plan)
         window *= factors[:, None, None]
         rate = self.tracks[int(track_ids[0])].rate
         return production.process(window, speed, self.segment_length, rng, rate)
@@ -160,6 +181,8 @@ class SegmentSampler:
             raw = self.gather(track_ids, offsets)
             if self.silence_threshold_db is None or not self._quiet(raw):
                 break
+        # Drawn only when configured, so examples without it stay as they were.
+        plan = aug.alteration.plan(rng, self.sources) if aug.alteration else None
         factors = rng.uniform(aug.gain_min, aug.gain_max, k).astype(np.float32)
         if aug.polarity:
             factors *= rng.choice(np.array([-1.0, 1.0], np.float32), k)
@@ -167,8 +190,13 @@ class SegmentSampler:
         if aug.production is not None and aug.production.applies(rng):
             # Gains, flips and swap are applied before the effects (compressors respond to
             # level), so the produced stems are the targets as they are.
-            targets = self.produce(track_ids, offsets, factors, rng)
+            targets = self.produce(track_ids, offsets, factors, rng, plan)
+            if plan is not None:
+                targets = Alteration.silence(targets, plan, self.tracks[int(track_ids[0])].rate)
             return (targets[:, :, ::-1] if swap else targets), np.ones(k, np.float32), False
+        if plan is not None:
+            raw = self.gather(track_ids, offsets, plan=plan)
+            raw = Alteration.silence(raw, plan, self.tracks[int(track_ids[0])].rate)
         return raw, factors, swap
 
     def example(self, n: int) -> tuple[np.ndarray, np.ndarray]:

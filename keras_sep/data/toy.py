@@ -107,11 +107,14 @@ class _Score:
 
 
 def generate_song(
-    seed: int, seconds: float = 20.0, sample_rate: int = 22050
+    seed: int, seconds: float = 20.0, sample_rate: int = 22050, missing: float = 0.0
 ) -> dict[str, np.ndarray]:
     """The four stems of one song, deterministic from ``seed`` (an int >= 0).
 
     Each stem is (round(seconds * sample_rate), 2) float32; their sum peaks at 0.6-0.9.
+    ``missing``: the probability that the song has no vocals at all, and (drawn apart)
+    that its bass rests through a section; silent stems are all zeros. With 0 (the
+    default) a seed gives the same song as before the option existed.
     """
     n = round(seconds * sample_rate) if seconds > 0 and sample_rate > 0 else 0
     if n < 1:
@@ -120,8 +123,10 @@ def generate_song(
             f"got seconds={seconds}, sample_rate={sample_rate}"
         )
     # Separate streams for the score and each stem, so one part's draws never shift another's.
-    score_rng, drum_rng, bass_rng, other_rng, vocal_rng, mix_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)
+    # (Children of a SeedSequence depend on their index only: spawning a seventh for the
+    # missing stems leaves the first six, and so every earlier song, unchanged.)
+    score_rng, drum_rng, bass_rng, other_rng, vocal_rng, mix_rng, missing_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)
     )
     score = _compose(score_rng, seconds)
     stems = {
@@ -130,7 +135,25 @@ def generate_song(
         "bass": _render_tonal(_bass_timbre(bass_rng), score.bass, n, sample_rate),
         "other": _render_tonal(_other_timbre(other_rng, score.timbre), score.other, n, sample_rate),
     }
+    if missing > 0:
+        _drop_stems(missing_rng, stems, missing, sample_rate)
     return _balance(mix_rng, stems)
+
+
+def _drop_stems(
+    rng: np.random.Generator, stems: dict[str, np.ndarray], chance: float, sr: int
+) -> None:
+    """With probability ``chance`` silence the vocals (the whole song); with probability
+    ``chance`` silence the bass over a section (a quarter to half of the song)."""
+    from keras_sep.data.timbre import silence_mask
+
+    no_vocals, bass_rests = rng.random() < chance, rng.random() < chance
+    start = rng.uniform(0.0, 0.6)
+    span = (start, start + rng.uniform(0.25, 0.5))
+    if no_vocals:
+        stems["vocals"][:] = 0.0
+    if bass_rests:
+        stems["bass"] *= silence_mask(stems["bass"].shape[1], span, sr)
 
 
 def song_name(index: int) -> str:

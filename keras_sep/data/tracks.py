@@ -201,15 +201,17 @@ def _decode(track, names: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def toy_tracks(
-    count: int, seed: int = 0, seconds: float = 20.0, sample_rate: int = 44100
+    count: int, seed: int = 0, seconds: float = 20.0, sample_rate: int = 44100, missing: float = 0.0
 ) -> Iterator[Track]:
-    """``count`` built-in synthetic songs, generated in memory (deterministic from ``seed``)."""
+    """``count`` built-in synthetic songs, generated in memory (deterministic from ``seed``);
+    ``missing``: the chance of a song without vocals, and of a section without bass."""
     from keras_sep.data import toy
 
     for i in range(count):
         song_seed = toy.song_seed(seed, i)
-        stems = LazySources(lambda s=song_seed: toy.generate_song(s, seconds, sample_rate))
-        origin = {"path": f"toy:{song_seed}", "stamp": f"{seconds}s-{sample_rate}Hz"}
+        stems = LazySources(lambda s=song_seed: toy.generate_song(s, seconds, sample_rate, missing))
+        stamp = f"{seconds}s-{sample_rate}Hz" + (f"-missing{missing}" if missing else "")
+        origin = {"path": f"toy:{song_seed}", "stamp": stamp}
         yield Track(f"{toy.song_name(i)} (seed {seed})", sample_rate, stems, origin)
 
 

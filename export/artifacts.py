@@ -25,7 +25,7 @@ import keras_sep
 from keras_sep.errors import ExportError, KerasSepError, UsageError, require
 from keras_sep.files import check_free, staged_tree
 from keras_sep.folder import read_config
-from keras_sep.native_logs import native_logs_hidden
+from keras_sep.native_logs import native_logs_hidden, quiet_tensorflow_start
 from keras_sep.progress import Progress
 from keras_sep.separate import DEFAULT_TTA
 from keras_sep.serving import (
@@ -167,6 +167,7 @@ def export_folder(
     architecture, _ = read_config(folder)
     if "onnx" in formats:
         check_opset(opset)
+    quiet_tensorflow_start()
     require("tensorflow", "export")
     import keras
 

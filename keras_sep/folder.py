@@ -165,6 +165,9 @@ def load(folder: str | os.PathLike, precision: str | None = None, **overrides: A
     ``load(folder, conv_impl="native")``. Anything that is not a keras-sep model raises
     ``ModelFolderError`` saying what it is.
     """
+    from keras_sep.native_logs import quiet_tensorflow_start
+
+    quiet_tensorflow_start()  # before keras_sep.models imports Keras
     from keras_sep.models import SeparationModel, convert_precision
     from keras_sep.precision import resolve
 

@@ -57,3 +57,21 @@ def native_logs_hidden() -> Iterator[None]:
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+def quiet_tensorflow_start() -> None:
+    """Import TensorFlow now, with its start-up log lines dropped, if Keras will run on it.
+
+    TensorFlow 2.21 prints ``All log messages before absl::InitializeLog() is called ...``
+    and oneDNN / CUDA-driver notices through absl when it is imported, whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says (2.17 prints nothing). Called where a command is about to
+    load Keras, so that no command shows them; other backends skip it.
+    """
+    import importlib.util
+
+    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    with native_logs_hidden():
+        import tensorflow  # noqa: F401

@@ -401,6 +401,9 @@ def train(
     ``cluster``: the JAX cluster flags of ``--strategy multiworker`` (the rest from the
     environment).
     """
+    from keras_sep.native_logs import quiet_tensorflow_start
+
+    quiet_tensorflow_start()
     import keras
 
     from keras_sep.models import SeparationModel

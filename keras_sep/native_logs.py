@@ -24,6 +24,8 @@ NATIVE_LINE = re.compile(
     r"[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] "
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:[\d.]+: [IWEF] \S+:\d+\] "
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    # The second line of TensorFlow's CPU-feature notice.
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate"
 )
 
 
@@ -74,4 +76,7 @@ def quiet_tensorflow_start() -> None:
     if importlib.util.find_spec("tensorflow") is None:
         return
     with native_logs_hidden():
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
+
+        # Device discovery logs too ("failed call to cuInit" on a machine without a GPU).
+        tf.config.list_physical_devices()

@@ -424,7 +424,7 @@ def stem_writer(
     """
     sound_format(fmt, bit_depth)
     paths = [Path(folder) / f"{name}.{fmt}" for name in names]
-    with staged_files(paths, overwrite) as temps, ExitStack() as files:
+    with staged_files(paths, overwrite, stems=True) as temps, ExitStack() as files:
         writers = {}
         for name, path in zip(names, paths, strict=True):
             f, writers[name] = _open_for_writing(temps[path], rate, channels, fmt, bit_depth)

@@ -2,8 +2,9 @@
 
 Inputs are files or folders. A file given by name is always tried; in a folder, files
 with an audio extension are taken (subfolders with ``recursive``), others are skipped
-with a notice of their kind. Never taken: hidden files, the output folder, and files
-keras-sep wrote (stems of an earlier run), so outputs never become inputs. Each real
+with a notice of their kind. Never taken: hidden files, the output folder, and stems
+keras-sep separated (its record marks them), so outputs never become inputs; a song
+keras-sep wrote (the demo's ``mixture.wav``, toy songs) is taken like any other. Each real
 folder is read once, so symlink loops and links back to a parent cannot make a scan
 hang or separate a song twice.
 
@@ -31,7 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_sep.errors import UsageError
-from keras_sep.files import RECORD, OutputExistsError, check_free, written_by_keras_sep
+from keras_sep.files import (
+    RECORD,
+    OutputExistsError,
+    check_free,
+    separated_stem,
+    written_by_keras_sep,
+)
 
 # Extensions taken from folders: what soundfile decodes, plus what ffmpeg adds.
 AUDIO_EXTENSIONS = frozenset(
@@ -120,7 +127,7 @@ def _walk(folder: Path, recursive: bool, out: Path, result: Plan, visited: set[P
                 result.skipped.append((entry, SUBFOLDER, "a folder; pass -r to include subfolders"))
         elif entry.suffix.lower() not in AUDIO_EXTENSIONS:
             result.skipped.append((entry, NOT_AUDIO, "not an audio file"))
-        elif written_by_keras_sep(entry):
+        elif separated_stem(entry):
             result.skipped.append((entry, OURS, "a stem keras-sep wrote"))
         else:
             files.append(entry)

@@ -48,19 +48,29 @@ def _fingerprint(path: str | os.PathLike) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _read_record(folder: Path) -> dict[str, list[list[int]]]:
+def _read(folder: Path) -> dict:
     try:
-        files = json.loads((folder / RECORD).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_record(folder: Path) -> dict[str, list[list[int]]]:
+    files = _read(folder).get("files")
     return files if isinstance(files, dict) else {}
 
 
-def _write_record(folder: Path, files: dict[str, list[list[int]]]) -> None:
+def _write_record(
+    folder: Path, files: dict[str, list[list[int]]], stems: set[str] | None = None
+) -> None:
+    if stems is None:
+        stems = set(_read(folder).get("stems", []))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump({"written_by": "keras-sep", "files": files}, f, indent=1)
+            record = {"written_by": "keras-sep", "files": files, "stems": sorted(stems)}
+            json.dump(record, f, indent=1)
         _set_permissions(tmp)
         os.replace(tmp, folder / RECORD)
     finally:
@@ -73,6 +83,12 @@ def written_by_keras_sep(path: str | os.PathLike) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     return _fingerprint(path) in _read_record(path.parent).get(path.name, [])
+
+
+def separated_stem(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a stem that keras-sep separated, unchanged since: never an input."""
+    path = Path(path)
+    return written_by_keras_sep(path) and path.name in _read(path.parent).get("stems", [])
 
 
 def check_free(path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -131,12 +147,13 @@ def claim(paths: list[str | os.PathLike]) -> None:
         _write_record(folder, record)
 
 
-def publish(moves: Mapping[Path, Path], overwrite: bool = False) -> None:
+def publish(moves: Mapping[Path, Path], overwrite: bool = False, stems: bool = False) -> None:
     """Rename finished temporary files onto their destinations, each on its own.
 
     Every destination is checked first, so nothing is published when one is refused. The
     record lists a file's new fingerprint before the rename and drops the old one after,
-    so a run killed in between still owns whichever version is on disk.
+    so a run killed in between still owns whichever version is on disk. ``stems`` marks the
+    files as separated stems, which a folder scan never takes as songs.
     """
     for dest in moves.values():
         check_free(dest, overwrite)
@@ -145,15 +162,18 @@ def publish(moves: Mapping[Path, Path], overwrite: bool = False) -> None:
         by_folder[Path(dest).parent].append((Path(tmp), Path(dest)))
     for folder, items in by_folder.items():
         record = _read_record(folder)
+        names = {dest.name for _, dest in items}
+        marked = set(_read(folder).get("stems", []))
+        marked = marked | names if stems else marked - names
         for tmp, dest in items:
             _set_permissions(tmp)
             old = [_fingerprint(dest)] if os.path.lexists(dest) else []
             record[dest.name] = [_fingerprint(tmp), *old]
-        _write_record(folder, record)
+        _write_record(folder, record, marked)
         for tmp, dest in items:
             os.replace(tmp, dest)
             record[dest.name] = [_fingerprint(dest)]
-        _write_record(folder, record)
+        _write_record(folder, record, marked)
 
 
 def _temp_name(folder: Path, suffix: str) -> Path:
@@ -164,9 +184,14 @@ def _temp_name(folder: Path, suffix: str) -> Path:
 
 @contextlib.contextmanager
 def staged_files(
-    paths: list[str | os.PathLike], overwrite: bool = False, suffix: str = ".tmp"
+    paths: list[str | os.PathLike],
+    overwrite: bool = False,
+    suffix: str = ".tmp",
+    stems: bool = False,
 ) -> Iterator[dict[Path, Path]]:
     """Temporary names for ``paths`` (``{path: temporary}``), published together on success.
+
+    ``stems``: the files are separated stems (``publish``).
 
     Each destination is checked before the block runs, so a file in the way costs no
     work. On any error (Ctrl-C included) the temporary files are deleted and nothing is
@@ -183,7 +208,7 @@ def staged_files(
             remove_leftovers(path.parent)
             temps[path] = _temp_name(path.parent, suffix)
         yield dict(temps)
-        publish({tmp: path for path, tmp in temps.items()}, overwrite)
+        publish({tmp: path for path, tmp in temps.items()}, overwrite, stems)
         created.clear()
     finally:
         for tmp in temps.values():

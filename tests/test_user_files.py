@@ -171,6 +171,21 @@ def test_output_inside_or_equal_to_the_input_never_becomes_input(tmp_path, capsy
     assert stems == ["album/a/vocals.wav", "stems/album/a/vocals.wav"]
 
 
+def test_a_song_keras_sep_wrote_is_separated_and_its_stems_are_not(tmp_path, capsys, fast_model):
+    """The README's ``keras-sep separate demo_output``: the demo's mixture.wav is a song."""
+    from keras_sep.audio import write_audio, write_stems
+
+    demo = tmp_path / "demo_output"
+    mixture = sum(toy.generate_song(3, 0.3, RATE).values())
+    write_audio(demo / "mixture.wav", mixture, RATE)
+    write_stems(demo / "estimates", {"vocals": mixture, "drums": mixture}, RATE)
+    code, lines, err = run(capsys, "separate", demo, "-r", "-o", tmp_path / "out", "--tta", "1")
+    assert code == 0 and lines[-1].startswith(
+        "separated 1, skipped 2 (keras-sep's own stems: 2), failed 0"
+    ), (lines, err)
+    assert names(tmp_path / "out" / "demo_output" / "mixture") == STEMS
+
+
 def test_symlink_loops_and_links_to_a_parent_never_hang(tmp_path, capsys, fast_model):
     lib = tmp_path / "lib"
     song(lib / "sub" / "a.wav")

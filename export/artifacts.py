@@ -23,7 +23,7 @@ import numpy as np
 
 import keras_sep
 from keras_sep.errors import ExportError, KerasSepError, UsageError, require
-from keras_sep.files import check_free, staged_tree
+from keras_sep.files import RECORD, check_free, staged_tree
 from keras_sep.folder import read_config
 from keras_sep.native_logs import native_logs_hidden, quiet_tensorflow_start
 from keras_sep.progress import Progress
@@ -115,11 +115,12 @@ def _sha256(path: Path) -> str:
 
 
 def checksums(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` except the manifest, by relative path."""
+    """SHA-256 of every file under ``folder`` except the manifest and keras-sep's records
+    of what it wrote, by relative path."""
     return {
         p.relative_to(folder).as_posix(): _sha256(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_FILE
+        if p.is_file() and p.name not in (MANIFEST_FILE, RECORD)
     }
 
 

@@ -27,6 +27,7 @@ from keras_sep.export.artifacts import checksums  # noqa: E402
 from keras_sep.export.checks import max_abs_error  # noqa: E402
 from keras_sep.export.cli import main  # noqa: E402
 from keras_sep.export.tflite import TFLiteRunner, _interpreter_class, convert_tflite, tflite_ops  # noqa: E402
+from keras_sep.files import RECORD  # noqa: E402
 from keras_sep.layers import DilatedConv1DTranspose  # noqa: E402
 from keras_sep.separate import separate, separate_file  # noqa: E402
 from keras_sep.serving import ServingClient, ServingError, read_manifest  # noqa: E402
@@ -79,7 +80,7 @@ def test_layout_and_manifest(exported):
     # TF Serving's --model_base_path layout: <base>/<version>/saved_model.pb + variables/.
     assert (out / "saved_model" / "1" / "saved_model.pb").is_file()
     assert (out / "saved_model" / "1" / "variables").is_dir()
-    assert {p.name for p in out.iterdir()} == {
+    assert {p.name for p in out.iterdir() if p.name != RECORD} == {
         "saved_model",
         "model.tflite",
         "model.onnx",
@@ -292,21 +293,26 @@ def test_failure_leaves_nothing(tiny_folder, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_out_folder_rules(tiny_folder, tmp_path, capsys):
+    """An export replaces only its own earlier files and touches nothing else."""
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    assert main([str(tiny_folder), "--out", str(other)]) == 2
-    assert "not an export" in capsys.readouterr().err
+    (other / "model.onnx").write_text("the user's")
+    assert main([str(tiny_folder), "--out", str(other), "--formats", "onnx"]) == 2
+    assert "model.onnx exists and was not written by keras-sep" in capsys.readouterr().err
     assert (other / "keep.txt").read_text() == "mine"
+    assert (other / "model.onnx").read_text() == "the user's"
 
     out = tmp_path / "out"
     argv = [str(tiny_folder), "--out", str(out), "--formats", "onnx"]
     assert main(argv) == 0  # with the export's own parity check
     first = read_manifest(out)
     assert first["artifacts"]["onnx"]["max_abs_error"] <= TOLERANCE["none"]
-    assert main(argv) == 2
-    assert "--overwrite" in capsys.readouterr().err
-    (out / "stale.txt").write_text("from an earlier export")
-    assert main([*argv, "--overwrite"]) == 0
-    assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
+    (out / "notes.txt").write_text("the user's")
+    assert main(argv) == 0  # its own earlier export is replaced without --overwrite
+    assert (out / "notes.txt").read_text() == "the user's" and (out / "model.onnx").is_file()
+    assert main([str(tiny_folder), "--out", str(other), "--formats", "onnx", "--overwrite"]) == 0
+    assert (other / "keep.txt").read_text() == "mine" and (
+        other / "model.onnx"
+    ).stat().st_size > 100
     assert leftovers(tmp_path, "out") == ["out"]

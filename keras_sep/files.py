@@ -117,10 +117,14 @@ def make_folder(folder: str | os.PathLike, created: list[Path] | None = None) ->
     folder = Path(folder)
     for parent in [*reversed(folder.parents), folder]:
         if not os.path.lexists(parent):
-            parent.mkdir()
-            if created is not None:
-                created.append(parent)
-        elif not parent.is_dir():
+            try:
+                parent.mkdir()
+            except FileExistsError:
+                pass  # another process (a training worker) made it first
+            else:
+                if created is not None:
+                    created.append(parent)
+        if not parent.is_dir():
             raise OutputExistsError(
                 f"{parent} is a file where keras-sep needs a folder; move it or choose "
                 "another output folder"

@@ -114,7 +114,9 @@ def _walk(folder: Path, recursive: bool, out: Path, result: Plan, visited: set[P
         if entry.name.startswith("."):
             continue
         try:
-            if entry.resolve() == out:
+            # strict: a symlink loop or a dangling link raises here on every Python
+            # (3.13's non-strict resolve returns a looping path as it is).
+            if entry.resolve(strict=True) == out:
                 continue
             is_dir = entry.is_dir()
         except (OSError, RuntimeError) as e:

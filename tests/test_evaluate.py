@@ -387,17 +387,12 @@ def test_cli_errors(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="musdb needs ffmpeg and ffprobe")
 def test_cli_on_generated_musdb_tree(tmp_path, capsys):
-    import soundfile as sf
 
     import keras_sep
 
     root = tmp_path / "musdb"
     stems = make_sources(("vocals", "drums", "bass", "other"), 1.5, rate=44100, seed=7)
-    song = root / "test" / "Artist - Song"
-    song.mkdir(parents=True)
-    for name, x in stems.items():
-        sf.write(song / f"{name}.wav", x, 44100, subtype="FLOAT")
-    sf.write(song / "mixture.wav", sum(stems.values()), 44100, subtype="FLOAT")
+    write_hq_song(root / "test" / "Artist - Song", stems)
     (root / "train").mkdir()
     model = tmp_path / "ddu"
     keras_sep.save(keras_sep.build("dilated", preset="tiny"), model)
@@ -474,7 +469,6 @@ def test_a_stem_silent_in_some_tracks_leaves_them_out_of_its_statistics(tmp_path
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="musdb needs ffmpeg and ffprobe")
 def test_cli_oracle_on_an_instrumental_musdb_tree(tmp_path, capsys):
     """``evaluate --musdb-root TREE --oracle`` with vocals silent in every song: a report."""
-    import soundfile as sf
 
     import keras_sep
 
@@ -482,11 +476,7 @@ def test_cli_oracle_on_an_instrumental_musdb_tree(tmp_path, capsys):
     for i in range(2):
         stems = make_sources(("vocals", "drums", "bass", "other"), 1.5, rate=44100, seed=30 + i)
         stems["vocals"][:] = 0
-        song = root / "test" / f"Band - Instrumental {i}"
-        song.mkdir(parents=True)
-        for name, x in stems.items():
-            sf.write(song / f"{name}.wav", x, 44100, subtype="FLOAT")
-        sf.write(song / "mixture.wav", sum(stems.values()), 44100, subtype="FLOAT")
+        write_hq_song(root / "test" / f"Band - Instrumental {i}", stems)
     (root / "train").mkdir()
     model = tmp_path / "ddu"
     keras_sep.save(keras_sep.build("dilated", preset="tiny"), model)
@@ -506,3 +496,13 @@ def test_relative_level_of_an_output_against_the_mixture():
     assert relative_level_db(0.1 * mixture, mixture) == pytest.approx(-20.0)
     assert relative_level_db(np.zeros_like(mixture), mixture) == -np.inf
     assert is_silent(np.zeros((10, 2))) and not is_silent(np.full((10, 2), 1e-9))
+
+
+def write_hq_song(song, stems: dict) -> None:
+    """A MUSDB18-HQ song folder: each stem and their sum as float wav at 44.1 kHz."""
+    import soundfile as sf
+
+    song.mkdir(parents=True)
+    for name, x in stems.items():
+        sf.write(song / f"{name}.wav", x, 44100, subtype="FLOAT")
+    sf.write(song / "mixture.wav", sum(stems.values()), 44100, subtype="FLOAT")

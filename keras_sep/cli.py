@@ -192,6 +192,13 @@ def _add_separate(sub) -> None:
         default=DEFAULT_BATCH_SIZE,
         help="segments per batch, at least 1 (default: %(default)s)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="compute threads for the model, at least 1 (default: every core; TensorFlow "
+        "and torch, not JAX). Decoding and writing run beside it in two threads of their own",
+    )
     add_tta_argument(p)
     add_precision_argument(p)
     p.add_argument(
@@ -218,6 +225,8 @@ def check_separate_options(args) -> None:
         )
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     if args.stems is not None and not all(s.strip() for s in args.stems.split(",")):
         raise UsageError(
             f"--stems needs comma-separated source names, e.g. vocals,drums; got {args.stems!r}"
@@ -324,6 +333,14 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
 
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
+    if args.threads:
+        from keras_sep.native_logs import quiet_tensorflow_start
+        from keras_sep.threads import limit_threads
+
+        quiet_tensorflow_start()
+        why = limit_threads(args.threads)
+        if why:
+            print(f"note: --threads {args.threads} not applied: {why}", file=sys.stderr)
     model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL, precision=args.precision)
     check_tta(args.tta, [model])
     segment = round(args.segment * model.sample_rate) if args.segment else None

@@ -53,6 +53,7 @@ def tree(folder):
         (["--overlap", "1"], "--overlap must be a fraction from 0 to 0.9, got 1.0"),
         (["--overlap", "-0.1"], "--overlap must be a fraction from 0 to 0.9"),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
         (["--tta", "5"], "argument --tta: invalid choice: 5 (choose from 1, 2, 3, 4)"),
         (["--stems", ""], "--stems needs comma-separated source names"),
         (["--stems", "vocals,,bass"], "--stems needs comma-separated source names"),

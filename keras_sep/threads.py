@@ -1,0 +1,115 @@
+"""Concurrency for separation: pipeline stages in threads, and a cap on the backend's threads.
+
+``background(items)`` runs an iterator in a thread of its own, a few items ahead of its
+consumer, so that decoding, the model and writing overlap instead of taking turns
+(``separate.separate_stream``). NumPy, SciPy, libsndfile and the backends release the GIL
+while they compute, so the stages really run at once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# How far a stage may run ahead of the next: enough to hide one slow item, and memory
+# stays bounded (two blocks of audio or two batches of stems per stage).
+DEPTH = 2
+_END = object()
+
+
+class _Raised:
+    """An exception a stage raised, carried to its consumer's thread."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def background(items: Iterator[T], depth: int = DEPTH) -> Iterator[T]:
+    """Yield what ``items`` yields, computed in a thread up to ``depth`` items ahead.
+
+    An exception in ``items`` is raised here, in the consumer's thread, with its
+    traceback. When the consumer stops early (an error of its own, or ``close()``), the
+    thread stops after the item it is computing and ``items`` is closed in that thread,
+    so its ``finally`` blocks run; nothing is left running.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        """Queue ``item``, waiting for room; False once the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    break
+            else:
+                put(_END)
+        except BaseException as e:  # carried to the consumer and raised there
+            put(_Raised(e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name="keras-sep stage", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def cpu_count() -> int:
+    """Cores this process may use (its affinity where the OS tells, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def limit_threads(threads: int) -> str | None:
+    """Cap the Keras backend's compute threads at ``threads``; None when applied, else why not.
+
+    Call before the backend has run anything. TensorFlow: ``threads`` intra-op threads and
+    one inter-op thread; torch: ``torch.set_num_threads``; JAX: not applied (XLA sizes
+    its CPU thread pool itself when it starts).
+    """
+    import keras
+
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already ran something in this process
+            return "TensorFlow had already started in this process"
+        return None
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        return None
+    return f"the {backend} backend sizes its CPU thread pool itself"

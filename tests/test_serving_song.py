@@ -205,7 +205,8 @@ def test_separate_song_equals_separate_on_three_minutes(export, name):
 @pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures_and_tflite_keeps_one(export, tmp_path):
     exported = export("wave_u_net")
-    cli = Path(tf.__file__).parents[3] / "bin" / "saved_model_cli"
+    # site-packages/tensorflow/__init__.py -> the environment's bin/, activated or not
+    cli = Path(tf.__file__).parents[4] / "bin" / "saved_model_cli"
     shown = subprocess.run(
         [
             str(cli) if cli.exists() else "saved_model_cli",

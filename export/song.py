@@ -20,11 +20,11 @@ from typing import Any
 from keras_sep.config import BaseConfig
 from keras_sep.errors import UsageError, require
 from keras_sep.separate import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_OVERLAP,
     DEFAULT_TTA,
     SILENCE,
     apply_view,
+    default_batch_size,
     segment_plan,
     tta_views,
 )
@@ -41,9 +41,9 @@ class SongSettings:
     """
 
     segment: int
-    overlap: float = DEFAULT_OVERLAP
-    tta: int = DEFAULT_TTA
-    batch_size: int = DEFAULT_BATCH_SIZE
+    overlap: float
+    tta: int
+    batch_size: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +52,7 @@ class SongSettings:
 def song_settings(
     cfg: BaseConfig,
     tta: int = DEFAULT_TTA,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     segment: int | None = None,
     overlap: float = DEFAULT_OVERLAP,
 ) -> SongSettings:
@@ -62,6 +62,8 @@ def song_settings(
         plan = segment_plan(cfg, segment, overlap)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if batch_size is None:
+        batch_size = default_batch_size(cfg)
     if batch_size < 1:
         raise UsageError(f"batch size must be positive, got {batch_size}")
     return SongSettings(plan.segment, overlap, tta, batch_size)

@@ -29,7 +29,13 @@ from keras_sep.errors import (
 )
 from keras_sep.precision import add_argument as add_precision_argument
 from keras_sep.progress import Progress, add_quiet_argument
-from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TTA, tta_views
+from keras_sep.separate import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_OVERLAP,
+    DEFAULT_TTA,
+    DILATED_BATCH_SIZE,
+    tta_views,
+)
 
 PLOT_FILE = "spectrograms.png"
 BUNDLED_NOTE = (
@@ -189,8 +195,8 @@ def _add_separate(sub) -> None:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help="segments per batch, at least 1 (default: %(default)s)",
+        help="segments per model call, at least 1 (default: "
+        f"{DEFAULT_BATCH_SIZE} for a Wave-U-Net, {DILATED_BATCH_SIZE} for a dilated model)",
     )
     p.add_argument(
         "--threads",
@@ -223,7 +229,7 @@ def check_separate_options(args) -> None:
         raise UsageError(
             f"--overlap must be a fraction from 0 to {MAX_OVERLAP}, got {args.overlap}"
         )
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
@@ -519,8 +525,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--batch-size",
         type=positive(int),
-        default=DEFAULT_BATCH_SIZE,
-        help="segments per model call",
+        help="segments per model call (default: "
+        f"{DEFAULT_BATCH_SIZE} for a Wave-U-Net, {DILATED_BATCH_SIZE} for a dilated model)",
     )
     add_tta_argument(p)
     # float32 by default: scores that do not depend on the machine they were computed on.

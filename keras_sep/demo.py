@@ -27,7 +27,7 @@ def run_demo(
     model_folder: str | os.PathLike | None = None,
     seconds: float = 15.0,
     song: int = 0,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict:

@@ -36,7 +36,7 @@ from keras_sep.report import (
     report_files,
     write_report,
 )
-from keras_sep.separate import DEFAULT_BATCH_SIZE, DEFAULT_TTA, Predictor, separate_waveform
+from keras_sep.separate import DEFAULT_TTA, Predictor, separate_waveform
 
 SCORES_DIR = "scores"
 PROVENANCE_FILE = "run.json"
@@ -205,7 +205,7 @@ def evaluate(
     include_oracle: bool = False,
     progress: bool = False,
     subset: str = "test",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     tta: int = DEFAULT_TTA,
     provenance: Mapping[str, Any] | None = None,
     overwrite: bool = False,

@@ -37,7 +37,6 @@ from keras_sep import config as config_module
 from keras_sep.config import BaseConfig
 from keras_sep.errors import ExportError, KerasSepError
 from keras_sep.separate import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_OVERLAP,
     DEFAULT_TTA,
     Progress,
@@ -284,7 +283,7 @@ class ServingClient(ExportedModel):
         *,
         segment: int | None = None,
         overlap: float = DEFAULT_OVERLAP,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         progress: Progress = False,
         precision: str | None = None,
         tta: int = DEFAULT_TTA,

@@ -113,6 +113,29 @@ def test_views_in_one_call_equal_views_one_by_one():
         np.testing.assert_allclose(one_call[source], stem, atol=1e-6, rtol=0)
 
 
+def test_default_batch_is_four_segments_for_wave_u_net_and_two_for_dilated_models():
+    """Without ``batch_size``, a Wave-U-Net's 4 segments x 4 views share one call of 16;
+    a dilated model runs its views one by one, 2 segments a call; full batches either way."""
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (5 * SEGMENT, 2)).astype("float32")
+    wave_u_net = Scaler(WaveUNetConfig.preset("tiny", segment_length=SEGMENT))
+    dilated = Scaler(DilatedConfig.preset("tiny", segment_length=SEGMENT))
+    for model, call in [(wave_u_net, 16), (dilated, 2)]:
+        y = separate(model, x, overlap=0.0)
+        assert {shape[0] for shape in model.calls} == {call}
+        np.testing.assert_allclose(y[model.arch_config.sources[0]], x, atol=1e-6)
+    assert len(wave_u_net.calls) == 2 and len(dilated.calls) == 3 * 4  # 5 segments, 4 views
+
+
+def test_batch_size_does_not_change_a_dilated_models_stems():
+    """The default batch of 2 gives a real dilated model the stems of batch 4."""
+    model = keras_sep.build("dilated_dense", preset="tiny")
+    segment = model.arch_config.valid_length(model.arch_config.segment_length)
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (5 * segment, 2)).astype("float32")
+    default, four = separate(model, x, tta=2), separate(model, x, tta=2, batch_size=4)
+    for source, stem in four.items():
+        np.testing.assert_allclose(default[source], stem, atol=1e-6, rtol=0)
+
+
 def test_tta_views_fit_the_channel_count():
     assert tta_views(2, 4) == [(False, False), (True, False), (False, True), (True, True)]
     assert tta_views(1, 2) == [(False, False), (False, True)]

@@ -11,13 +11,20 @@ One command prints four tables (docs/performance.md, "Speed beside the peers"):
 4. the whole ``keras-sep separate`` of a ``--song-minutes`` song in a fresh process: wall
    time and cores kept busy, this tree beside the git revision ``--ref`` when given.
 
-    python benchmarks/speed.py [--ref REV] [--paper] [--seconds 20] [--rounds 3]
+    python benchmarks/speed.py [--ref REV] [--paper] [--isa avx2] [--seconds 20] [--rounds 3]
 
 Peers: ``pip install openunmix demucs einops julius`` (with ``--no-deps`` beside a torch
 without torchaudio: Open-Unmix imports torchaudio only to resample, so the benchmark then
 stands in an empty module for it and says so). ``--paper`` adds the paper's Dilated Dense
 U-Net (float32, about 3 s per audio second on 2 AVX2 cores). Threads: every core for each
 framework (TensorFlow's and torch's defaults).
+
+``--isa avx2`` stands in for a CPU without AVX-512 or bfloat16 on one that has them: the
+benchmark reruns itself with every library held to AVX2 (``ISA_LIMITS``: oneDNN for
+TensorFlow and torch, torch's own kernels, MKL and OpenBLAS for the sgemm), so the
+model call and its ratio to Open-Unmix are measured as such a CPU would compute them.
+The clock, caches and memory are still this machine's: an emulation, not a real AVX2
+CPU.
 """
 
 from __future__ import annotations
@@ -40,6 +47,15 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 44100
+# Environment variables that hold each library to AVX2, read when the library loads.
+ISA_LIMITS = {
+    "avx2": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",  # TensorFlow's and torch's oneDNN
+        "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # torch's sgemm
+        "OPENBLAS_CORETYPE": "Haswell",  # NumPy's sgemm
+    }
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -284,12 +300,21 @@ def main() -> None:
     parser.add_argument("--ref", help="git revision whose whole command to time beside this tree")
     parser.add_argument("--paper", action="store_true", help="add the paper DDU (slow)")
     parser.add_argument("--only", choices=["startup", "model", "command"], help="run one part")
+    parser.add_argument(
+        "--isa", choices=sorted(ISA_LIMITS), help="hold every library to this instruction set"
+    )
     args = parser.parse_args()
+    limits = ISA_LIMITS.get(args.isa, {})
+    if any(os.environ.get(k) != v for k, v in limits.items()):
+        # The limits apply when a library loads: rerun before any of them is imported.
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **limits})
 
     from keras_sep.precision import describe_machine
 
     print("## Machine\n")
     print(describe_machine())
+    if limits:
+        print(f"held to {args.isa.upper()}: " + " ".join(f"{k}={v}" for k, v in limits.items()))
     print(f"float32 sgemm (NumPy's BLAS, 2048^3, every core): {sgemm_gflops():.0f} GFLOP/s")
     if args.only in (None, "startup"):
         startup(args.rounds)

@@ -7,9 +7,10 @@ out x time) over its time, comparable with NumPy's float32 sgemm on the same cor
 Eager per-layer timing adds a little dispatch time to each layer; the whole-graph
 forward (``predict_on_batch``) is printed beside it for reference.
 
-    python benchmarks/ddu_profile.py [--arch dilated_dense] [--batch 2] [--rounds 3]
-    KERAS_BACKEND=torch python benchmarks/ddu_profile.py
-    ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell python benchmarks/ddu_profile.py
+    python benchmarks/layer_profile.py [--arch dilated_dense] [--batch 2] [--rounds 3]
+    python benchmarks/layer_profile.py --model keras_sep/pretrained/demo --batch 16
+    KERAS_BACKEND=torch python benchmarks/layer_profile.py
+    ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell python benchmarks/layer_profile.py
 """
 
 from __future__ import annotations
@@ -102,17 +103,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="dilated_dense")
     p.add_argument("--preset", default="paper")
+    p.add_argument("--model", help="a model folder instead of --arch and --preset")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    model = keras_sep.build(args.arch, preset=args.preset)
+    if args.model:
+        model = keras_sep.load(args.model)
+        what = args.model
+    else:
+        model = keras_sep.build(args.arch, preset=args.preset)
+        what = f"{args.arch} ({args.preset})"
     x = np.random.default_rng(0).uniform(-0.5, 0.5, (args.batch, SEGMENT, 2)).astype("float32")
     model.predict_on_batch(x)
     graph = min(_timed(lambda: model.predict_on_batch(x)) for _ in range(args.rounds))
     spent = profile(model, x, args.rounds)
     eager = sum(v[0] for v in spent.values())
     print(
-        f"{args.arch} ({args.preset}) on {keras.backend.backend()}, batch {args.batch} x "
+        f"{what} on {keras.backend.backend()}, batch {args.batch} x "
         f"{SEGMENT} samples; sgemm {sgemm_gflops():.0f} GFLOP/s\n"
     )
     print(f"whole forward: {graph:.2f} s in a graph, {eager:.2f} s layer by layer\n")

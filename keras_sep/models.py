@@ -151,6 +151,16 @@ class SeparationModel(keras.Model):
         return self.arch_config.sources
 
     @property
+    def calls_at_once(self) -> bool:
+        """Whether ``separate`` may call ``predict_on_batch`` from two threads at once.
+
+        Measured and relied on under TensorFlow only: a traced function runs in
+        parallel with itself, and Keras builds it on the first call, which
+        ``separate`` makes alone.
+        """
+        return keras.backend.backend() == "tensorflow"
+
+    @property
     def sample_rate(self) -> int:
         return self.arch_config.sample_rate
 

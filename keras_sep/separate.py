@@ -34,7 +34,7 @@ from keras_sep.audio import (
 )
 from keras_sep.config import BaseConfig, WaveUNetConfig
 from keras_sep.errors import AudioWarning
-from keras_sep.threads import background
+from keras_sep.threads import background, in_order
 
 # 1024 samples (46 ms) of crossfade per 16384-sample segment: overlap costs 1/(1-0.0625),
 # 7% more model time (0.25 would cost 33%).
@@ -42,6 +42,12 @@ DEFAULT_OVERLAP = 0.0625
 # Segments per model call when none is asked for: see ``default_batch_size``.
 DEFAULT_BATCH_SIZE = 4
 DILATED_BATCH_SIZE = 2
+# Model calls kept running at once for a model whose TTA views share one call (a
+# Wave-U-Net's calls are small: with two at once, one's memory-bound layers overlap the
+# other's convolutions and the overlap-add) and which says it takes calls from several
+# threads (``calls_at_once``). The bundled model, 2 cores, TensorFlow, float32: 6.9 ms a
+# segment instead of 7.7 (bfloat16: 3.7 instead of 4.8 with one thread per call).
+CALLS_AT_ONCE = 2
 # A segment whose mixture peaks below -120 dBFS is digital silence: the model is not run
 # on it (its biases would make up -26 dBFS of noise) and its stems are silent.
 SILENCE = 1e-6
@@ -242,27 +248,43 @@ def overlap_add(
     # Sums of weighted estimates and of weights for the samples [base, base + len(norm)).
     base, norm = 0, np.zeros(0, dtype=np.float32)
     sums = {s: np.zeros((0, cfg.channels), dtype=np.float32) for s in cfg.sources}
-    try:
-        for n, first in enumerate(batches):
+
+    def prepared() -> Iterator[tuple[int, list[int], np.ndarray, list[bool]]]:
+        """(first segment, starts, batch, which segments are heard), read in order."""
+        for first in batches:
             chunk = starts[first : first + batch_size]
             # Batches are always full, so compiled shapes never change.
             batch = np.zeros((batch_size, segment, cfg.channels), dtype=np.float32)
             for j, start in enumerate(chunk):
                 piece = read(start, start + segment)
                 batch[j, : len(piece)] = piece
-            heard = [np.abs(batch[j]).max() >= SILENCE for j in range(len(chunk))]
+            yield (
+                first,
+                chunk,
+                batch,
+                [bool(np.abs(b).max() >= SILENCE) for b in batch[: len(chunk)]],
+            )
+
+    def estimate(prepared_batch) -> dict[str, np.ndarray]:
+        _, _, batch, heard = prepared_batch
+        return predict_views(model, batch, views, together) if any(heard) else {}
+
+    calls = CALLS_AT_ONCE if together and getattr(model, "calls_at_once", False) else 1
+    try:
+        for n, ((first, chunk, _, heard), estimates) in enumerate(
+            in_order(prepared(), estimate, calls)
+        ):
             grow = min(chunk[-1] + segment, total) - base - len(norm)
             norm = np.concatenate([norm, np.zeros(grow, dtype=np.float32)])
             for s in sums:
                 sums[s] = np.concatenate([sums[s], np.zeros((grow, cfg.channels), np.float32)])
-            estimates = predict_views(model, batch, views, together) if any(heard) else {}
             for source in cfg.sources if estimates else ():
-                estimate = np.asarray(estimates[source])
+                stem = np.asarray(estimates[source])
                 for j, start in enumerate(chunk):
                     end = min(start + segment, total)
                     if heard[j]:
                         sums[source][start - base : end - base] += (
-                            estimate[j, : end - start] * weights[: end - start, None]
+                            stem[j, : end - start] * weights[: end - start, None]
                         )
             for j, start in enumerate(chunk):
                 end = min(start + segment, total)

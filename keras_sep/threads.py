@@ -2,18 +2,23 @@
 
 ``background(items)`` runs an iterator in a thread of its own, a few items ahead of its
 consumer, so that decoding, the model and writing overlap instead of taking turns
-(``separate.separate_stream``). NumPy, SciPy, libsndfile and the backends release the GIL
-while they compute, so the stages really run at once.
+(``separate.separate_stream``); ``in_order(items, work, depth)`` keeps ``depth`` calls of
+``work`` running at once and hands their results back in order (``separate.overlap_add``'s
+model calls). NumPy, SciPy, libsndfile and the backends release the GIL while they
+compute, so the stages really run at once.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # How far a stage may run ahead of the next: enough to hide one slow item, and memory
 # stays bounded (two blocks of audio or two batches of stems per stage).
@@ -76,6 +81,40 @@ def background(items: Iterator[T], depth: int = DEPTH) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+def in_order(items: Iterable[T], work: Callable[[T], R], depth: int) -> Iterator[tuple[T, R]]:
+    """Yield ``(item, work(item))`` for each item in order, ``depth`` calls running at once.
+
+    ``items`` is consumed in the caller's thread; ``work`` runs in ``depth`` threads,
+    except for the first item, which runs alone in the caller's thread (a Keras model
+    builds its predict function on its first call). An exception in ``work`` is raised
+    here; when the consumer stops early, the calls already running finish and nothing
+    else starts. ``depth`` 1 is a plain loop.
+    """
+    items = iter(items)
+    first = next(items, _END)
+    if first is _END:
+        return
+    yield first, work(first)
+    if depth <= 1:
+        for item in items:
+            yield item, work(item)
+        return
+    with ThreadPoolExecutor(depth, thread_name_prefix="keras-sep call") as pool:
+        running: deque = deque()
+        try:
+            for item in items:
+                running.append((item, pool.submit(work, item)))
+                if len(running) == depth:
+                    done, future = running.popleft()
+                    yield done, future.result()
+            while running:
+                done, future = running.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in running:
+                future.cancel()
 
 
 def limit_threads(threads: int) -> str | None:

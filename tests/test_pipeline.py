@@ -18,7 +18,7 @@ from keras_sep.config import WaveUNetConfig
 from keras_sep.data import toy
 from keras_sep.errors import AudioError, KerasSepError
 from keras_sep.separate import separate_file, separate_to_folder
-from keras_sep.threads import DEPTH, background
+from keras_sep.threads import DEPTH, background, in_order
 
 # The module: keras_sep.separate is the function of that name.
 separation = sys.modules["keras_sep.separate"]
@@ -66,6 +66,67 @@ def test_background_runs_a_bounded_distance_ahead_and_stops_when_closed():
     assert len(made) <= DEPTH + 2
     stream.close()
     assert closed.is_set() and not stage_threads()
+
+
+def test_in_order_keeps_depth_calls_running_and_their_order():
+    running, most, lock = [0], [0], threading.Lock()
+    first_alone = []
+
+    def work(n):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            if n == 0:
+                first_alone.append(running[0] == 1)
+        threading.Event().wait(0.01 * (n % 3))  # later calls may finish first
+        with lock:
+            running[0] -= 1
+        return n * n
+
+    assert list(in_order(range(30), work, 3)) == [(n, n * n) for n in range(30)]
+    assert most[0] == 3 and first_alone == [True]
+    assert list(in_order(range(5), work, 1)) == [(n, n * n) for n in range(5)]
+    assert list(in_order([], work, 2)) == []
+
+
+def test_in_order_raises_a_call_error_and_starts_nothing_after_close():
+    started = []
+
+    def work(n):
+        started.append(n)
+        if n == 3:
+            raise AudioError("bad batch")
+        return n
+
+    with pytest.raises(AudioError, match="bad batch"):
+        list(in_order(range(100), work, 2))
+    assert max(started) <= 5
+    started.clear()
+    stream = in_order(range(100), work, 2)
+    assert next(stream) == (0, 0)
+    stream.close()
+    assert len(started) <= 3
+
+
+def test_two_model_calls_at_once_give_the_stems_of_one(monkeypatch):
+    """The bundled model (TensorFlow) takes two calls at once; one at a time is the same."""
+    model = keras_sep.load(keras_sep.DEFAULT_MODEL)
+    assert model.calls_at_once and separation.CALLS_AT_ONCE == 2
+    calls = []
+    original = model.predict_on_batch
+
+    def counted(x):
+        calls.append(threading.current_thread().name)
+        return original(x)
+
+    monkeypatch.setattr(model, "predict_on_batch", counted)
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, (9 * 16384, 2)).astype("float32")
+    at_once = separation.separate(model, x)
+    assert sum(name.startswith("keras-sep call") for name in calls) >= 2
+    monkeypatch.setattr(separation, "CALLS_AT_ONCE", 1)
+    one_at_a_time = separation.separate(model, x)
+    for source, stem in one_at_a_time.items():
+        np.testing.assert_allclose(at_once[source], stem, atol=1e-6, rtol=0)
 
 
 class Scaler:

@@ -76,7 +76,11 @@ def fresh(code: str, tree: Path = REPO) -> tuple[float, float, str]:
     env = {**os.environ, "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "3"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    # cwd=tree: `python -c` puts the working folder first on sys.path, ahead of PYTHONPATH,
+    # so run from anywhere else, this repository's keras_sep would stand in for ``tree``'s.
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tree, capture_output=True, text=True
+    )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:

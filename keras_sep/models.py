@@ -116,6 +116,15 @@ def model_config(name: str, preset: str = "paper", **overrides: Any) -> BaseConf
 
 
 @keras.saving.register_keras_serializable(package="keras_sep")
+def parallel_calls() -> bool:
+    """Whether a ``SeparationModel`` takes ``predict_on_batch`` calls from several threads.
+
+    Measured and relied on under TensorFlow only: a traced function runs in parallel with
+    itself, and Keras builds it on the first call, which ``separate`` makes alone.
+    """
+    return keras.backend.backend() == "tensorflow"
+
+
 class SeparationModel(keras.Model):
     """A functional model mapping ``mixture`` (batch, time, channels) to one output per source.
 
@@ -151,14 +160,9 @@ class SeparationModel(keras.Model):
         return self.arch_config.sources
 
     @property
-    def calls_at_once(self) -> bool:
-        """Whether ``separate`` may call ``predict_on_batch`` from two threads at once.
-
-        Measured and relied on under TensorFlow only: a traced function runs in
-        parallel with itself, and Keras builds it on the first call, which
-        ``separate`` makes alone.
-        """
-        return keras.backend.backend() == "tensorflow"
+    def parallel_calls(self) -> bool:
+        """Whether ``separate`` may call ``predict_on_batch`` from two threads at once."""
+        return parallel_calls()
 
     @property
     def sample_rate(self) -> int:

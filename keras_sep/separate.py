@@ -45,8 +45,9 @@ DILATED_BATCH_SIZE = 2
 # Model calls kept running at once for a model whose TTA views share one call (a
 # Wave-U-Net's calls are small: with two at once, one's memory-bound layers overlap the
 # other's convolutions and the overlap-add) and which says it takes calls from several
-# threads (``calls_at_once``). The bundled model, 2 cores, TensorFlow, float32: 6.9 ms a
-# segment instead of 7.7 (bfloat16: 3.7 instead of 4.8 with one thread per call).
+# threads (``parallel_calls``). The bundled model, 2 cores, TensorFlow, float32: 6.9 ms a
+# segment instead of 7.7; bfloat16: 4.0 instead of 4.6, and 3.5 when each call has one
+# core of its own (``keras-sep separate`` does that: ``threads.limit_threads``).
 CALLS_AT_ONCE = 2
 # A segment whose mixture peaks below -120 dBFS is digital silence: the model is not run
 # on it (its biases would make up -26 dBFS of noise) and its stems are silent.
@@ -131,6 +132,12 @@ def views_together(cfg: BaseConfig) -> bool:
     activations (the paper DDU: 3.8 GB peak instead of 1.4 GB), so its views go one by one.
     """
     return isinstance(cfg, WaveUNetConfig)
+
+
+def calls_at_once(cfg: BaseConfig, parallel: bool) -> int:
+    """Model calls ``overlap_add`` keeps running at once for ``cfg``'s model: two for a
+    model whose views share one call, if it takes calls from several threads (``parallel``)."""
+    return CALLS_AT_ONCE if parallel and views_together(cfg) else 1
 
 
 def default_batch_size(cfg: BaseConfig) -> int:
@@ -269,7 +276,7 @@ def overlap_add(
         _, _, batch, heard = prepared_batch
         return predict_views(model, batch, views, together) if any(heard) else {}
 
-    calls = CALLS_AT_ONCE if together and getattr(model, "calls_at_once", False) else 1
+    calls = calls_at_once(cfg, getattr(model, "parallel_calls", False))
     try:
         for n, ((first, chunk, _, heard), estimates) in enumerate(
             in_order(prepared(), estimate, calls)

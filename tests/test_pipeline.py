@@ -111,7 +111,7 @@ def test_in_order_raises_a_call_error_and_starts_nothing_after_close():
 def test_two_model_calls_at_once_give_the_stems_of_one(monkeypatch):
     """The bundled model (TensorFlow) takes two calls at once; one at a time is the same."""
     model = keras_sep.load(keras_sep.DEFAULT_MODEL)
-    assert model.calls_at_once and separation.CALLS_AT_ONCE == 2
+    assert model.parallel_calls and separation.calls_at_once(model.arch_config, True) == 2
     calls = []
     original = model.predict_on_batch
 

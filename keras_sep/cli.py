@@ -345,7 +345,10 @@ def _share_cores(folder: str, threads: int | None) -> None:
         if why:
             print(f"note: --threads {threads} not applied: {why}", file=sys.stderr)
         return
-    calls = calls_at_once(read_config(folder)[1], parallel_calls())
+    try:
+        calls = calls_at_once(read_config(folder)[1], parallel_calls())
+    except KerasSepError:  # a bad model: load() says what is wrong, as without this
+        return
     if calls > 1:
         quiet_tensorflow_start()
         limit_threads(max(1, (os.cpu_count() or 1) // calls), calls)

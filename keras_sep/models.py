@@ -115,7 +115,6 @@ def model_config(name: str, preset: str = "paper", **overrides: Any) -> BaseConf
     return resolve_config(name, preset, **overrides)
 
 
-@keras.saving.register_keras_serializable(package="keras_sep")
 def parallel_calls() -> bool:
     """Whether a ``SeparationModel`` takes ``predict_on_batch`` calls from several threads.
 
@@ -125,6 +124,7 @@ def parallel_calls() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
+@keras.saving.register_keras_serializable(package="keras_sep")
 class SeparationModel(keras.Model):
     """A functional model mapping ``mixture`` (batch, time, channels) to one output per source.
 

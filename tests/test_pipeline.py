@@ -181,23 +181,29 @@ class Failing(Scaler):
 
     def __init__(self, fail_at):
         super().__init__()
-        self.calls, self.fail_at = 0, fail_at
+        self.calls, self.fail_at, self.lock = 0, fail_at, threading.Lock()
 
     def predict_on_batch(self, x):
-        self.calls += 1
-        if self.calls == self.fail_at:
+        with self.lock:  # calls may come from two threads
+            self.calls += 1
+            failing = self.calls == self.fail_at
+        if failing:
             raise KerasSepError("the model stage failed")
         return super().predict_on_batch(x)
 
 
-def test_a_model_failure_midway_is_raised_and_leaves_no_output(tmp_path):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_model_failure_midway_is_raised_and_leaves_no_output(tmp_path, parallel):
+    """One call at a time, or two at once (then one more may have started)."""
     path = write_song(tmp_path / "song.wav", 4 * BLOCK_FRAMES)
     model = Failing(fail_at=20)
+    model.parallel_calls = parallel
     with pytest.raises(KerasSepError, match="the model stage failed"):
         separate_to_folder(model, path, tmp_path / "out", tta=1)
-    assert model.calls == 20
+    assert 20 <= model.calls <= 20 + parallel
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
     assert not stage_threads()
+    assert not [t for t in threading.enumerate() if t.name.startswith("keras-sep call")]
 
 
 def test_a_write_failure_stops_the_decoder_and_the_model(tmp_path, monkeypatch):

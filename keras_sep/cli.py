@@ -326,34 +326,6 @@ def _summary(separated: int, audio: float, seconds: float, failed: list, skipped
     return line
 
 
-def _share_cores(folder: str, threads: int | None) -> None:
-    """Size the backend's thread pools before it starts: ``--threads`` caps them; without
-    it, when ``separate`` will keep two model calls running at once (a Wave-U-Net under
-    TensorFlow), each call gets its share of the cores, which on 2 cores made the
-    bundled model's segments 12% cheaper in bfloat16 than two calls sharing both cores."""
-    import os
-
-    from keras_sep.folder import read_config
-    from keras_sep.models import parallel_calls
-    from keras_sep.native_logs import quiet_tensorflow_start
-    from keras_sep.separate import calls_at_once
-    from keras_sep.threads import limit_threads
-
-    if threads:
-        quiet_tensorflow_start()
-        why = limit_threads(threads)
-        if why:
-            print(f"note: --threads {threads} not applied: {why}", file=sys.stderr)
-        return
-    try:
-        calls = calls_at_once(read_config(folder)[1], parallel_calls())
-    except KerasSepError:  # a bad model: load() says what is wrong, as without this
-        return
-    if calls > 1:
-        quiet_tensorflow_start()
-        limit_threads(max(1, (os.cpu_count() or 1) // calls), calls)
-
-
 def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
     """Separate ``todo`` in order; returns (songs done, audio seconds, wall seconds).
 
@@ -367,9 +339,15 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
 
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
-    folder = args.model or keras_sep.DEFAULT_MODEL
-    _share_cores(folder, args.threads)
-    model = keras_sep.load(folder, precision=args.precision)
+    if args.threads:
+        from keras_sep.native_logs import quiet_tensorflow_start
+        from keras_sep.threads import limit_threads
+
+        quiet_tensorflow_start()
+        why = limit_threads(args.threads)
+        if why:
+            print(f"note: --threads {args.threads} not applied: {why}", file=sys.stderr)
+    model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL, precision=args.precision)
     check_tta(args.tta, [model])
     segment = round(args.segment * model.sample_rate) if args.segment else None
     out = Path(args.out)

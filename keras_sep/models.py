@@ -115,15 +115,6 @@ def model_config(name: str, preset: str = "paper", **overrides: Any) -> BaseConf
     return resolve_config(name, preset, **overrides)
 
 
-def parallel_calls() -> bool:
-    """Whether a ``SeparationModel`` takes ``predict_on_batch`` calls from several threads.
-
-    Measured and relied on under TensorFlow only: a traced function runs in parallel with
-    itself, and Keras builds it on the first call, which ``separate`` makes alone.
-    """
-    return keras.backend.backend() == "tensorflow"
-
-
 @keras.saving.register_keras_serializable(package="keras_sep")
 class SeparationModel(keras.Model):
     """A functional model mapping ``mixture`` (batch, time, channels) to one output per source.
@@ -161,8 +152,12 @@ class SeparationModel(keras.Model):
 
     @property
     def parallel_calls(self) -> bool:
-        """Whether ``separate`` may call ``predict_on_batch`` from two threads at once."""
-        return parallel_calls()
+        """Whether ``separate`` may call ``predict_on_batch`` from two threads at once.
+
+        Measured and relied on under TensorFlow only: a traced function runs in parallel with
+        itself, and Keras builds it on the first call, which ``separate`` makes alone.
+        """
+        return keras.backend.backend() == "tensorflow"
 
     @property
     def sample_rate(self) -> int:

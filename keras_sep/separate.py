@@ -45,9 +45,8 @@ DILATED_BATCH_SIZE = 2
 # Model calls kept running at once for a model whose TTA views share one call (a
 # Wave-U-Net's calls are small: with two at once, one's memory-bound layers overlap the
 # other's convolutions and the overlap-add) and which says it takes calls from several
-# threads (``parallel_calls``). The bundled model, 2 cores, TensorFlow, float32: 6.9 ms a
-# segment instead of 7.7; bfloat16: 4.0 instead of 4.6, and 3.5 when each call has one
-# core of its own (``keras-sep separate`` does that: ``threads.limit_threads``).
+# threads (``parallel_calls``). The bundled model, 2 cores, TensorFlow's default threads:
+# 6.9 ms a segment instead of 7.7 in float32, 4.0 instead of 4.6 in bfloat16.
 CALLS_AT_ONCE = 2
 # A segment whose mixture peaks below -120 dBFS is digital silence: the model is not run
 # on it (its biases would make up -26 dBFS of noise) and its stems are silent.

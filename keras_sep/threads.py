@@ -117,13 +117,12 @@ def in_order(items: Iterable[T], work: Callable[[T], R], depth: int) -> Iterator
                 future.cancel()
 
 
-def limit_threads(threads: int, calls: int = 1) -> str | None:
+def limit_threads(threads: int) -> str | None:
     """Cap the Keras backend's compute threads at ``threads``; None when applied, else why not.
 
-    Call before the backend has run anything. TensorFlow: ``threads`` intra-op threads
-    (the threads one operation splits into) and ``calls`` inter-op threads (operations,
-    or model calls, running at once); torch: ``torch.set_num_threads``; JAX: not applied
-    (XLA sizes its CPU thread pool itself when it starts).
+    Call before the backend has run anything. TensorFlow: ``threads`` intra-op threads and
+    one inter-op thread; torch: ``torch.set_num_threads``; JAX: not applied (XLA sizes
+    its CPU thread pool itself when it starts).
     """
     import keras
 
@@ -135,7 +134,7 @@ def limit_threads(threads: int, calls: int = 1) -> str | None:
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(calls)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:  # TensorFlow already ran something in this process
             return "TensorFlow had already started in this process"
         return None

@@ -3,13 +3,15 @@
 One command prints four tables (docs/performance.md, "Speed beside the peers"):
 
 1. the machine: CPU, its flags, and a plain float32 sgemm rate (NumPy's BLAS);
-2. start-up, in fresh processes: ``import keras_sep`` and loading the bundled model,
-   beside ``import torch, openunmix``, and where keras-sep's time goes;
+2. start-up, in fresh processes: ``import keras_sep`` and loading the bundled model, as
+   ``separate`` does for a short job (its ONNX copy on ONNX Runtime) and for a long one
+   (Keras), beside ``import torch, openunmix``, and where the Keras start-up goes;
 3. the model call: real-time factor (seconds per audio second) on ``--seconds`` of 44.1
    kHz stereo, random weights for the peers and the paper models, alternating rounds,
    medians, and each as a multiple of Open-Unmix (umxhq);
-4. the whole ``keras-sep separate`` of a ``--song-minutes`` song in a fresh process: wall
-   time and cores kept busy, this tree beside the git revision ``--ref`` when given.
+4. the whole ``keras-sep separate`` of a ``--short-seconds`` song and of a
+   ``--song-minutes`` song in a fresh process: wall time and cores kept busy, this tree
+   beside the git revision ``--ref`` when given.
 
     python benchmarks/speed.py [--ref REV] [--paper] [--isa avx2] [--seconds 20] [--rounds 3]
 
@@ -126,7 +128,15 @@ def _timed(step: Callable[[], object]) -> float:
 
 
 # ----------------------------------------------------------------------------- 2. start-up
-KERAS_SEP_START = "import keras_sep; keras_sep.load(keras_sep.DEFAULT_MODEL)"
+STARTS = {
+    "keras-sep, short job: import, load the bundled model's ONNX copy": (
+        "import keras_sep; from keras_sep.warm_start import load_separator; "
+        "load_separator(keras_sep.DEFAULT_MODEL, seconds=1)"
+    ),
+    "keras-sep, long job: import, load the bundled Keras model": (
+        "import keras_sep; keras_sep.load(keras_sep.DEFAULT_MODEL)"
+    ),
+}
 # Where keras-sep's start-up goes, measured inside one fresh process.
 BREAKDOWN = """
 import json, time
@@ -147,22 +157,21 @@ print(json.dumps(dict(zip(names, np.diff(t).tolist()))))
 
 
 def startup(rounds: int) -> None:
-    runs = {"keras-sep: import, load the bundled model": lambda: fresh(KERAS_SEP_START)[0]}
+    runs = {name: (lambda code=code: fresh(code)[0]) for name, code in STARTS.items()}
+    peer = "torch + Open-Unmix: import"
     if has("openunmix") and has("torch"):
-        runs["torch + Open-Unmix: import"] = lambda: fresh(f"{STUB}; import torch, openunmix")[0]
-    times = medians(runs, rounds)
+        runs[peer] = lambda: fresh(f"{STUB}; import torch, openunmix")[0]
+    times = {name: statistics.median(t) for name, t in medians(runs, rounds).items()}
     print(f"\n## Start-up, fresh processes, median of {rounds}\n")
-    print("| | seconds | runs |\n|---|---|---|")
+    print("| | seconds | vs torch + Open-Unmix |\n|---|---|---|")
     for name, t in times.items():
-        print(f"| {name} | {statistics.median(t):.2f} | {', '.join(f'{x:.2f}' for x in t)} |")
-    if len(times) == 2:
-        ours, theirs = (statistics.median(t) for t in times.values())
-        print(f"\nkeras-sep / (torch + Open-Unmix): {ours / theirs:.2f}x")
-    else:
+        ratio = f"{t / times[peer]:.2f}x" if peer in times else "-"
+        print(f"| {name} | {t:.2f} | {ratio} |")
+    if peer not in times:
         print("\n(Open-Unmix not installed: no peer start-up)")
     parts = json.loads(fresh(BREAKDOWN)[2].strip().splitlines()[-1])
     print(
-        "\nWhere keras-sep's start-up goes (one fresh process): "
+        "\nWhere the Keras start-up goes (one fresh process): "
         + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
     )
 
@@ -246,13 +255,13 @@ def model_calls(seconds: float, rounds: int, paper: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- 4. command
-def whole_command(minutes: float, rounds: int, ref: str | None) -> None:
+def whole_command(seconds: float, rounds: int, ref: str | None) -> None:
     from keras_sep.data import toy
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         song = tmp / "song.wav"
-        sf.write(song, sum(toy.generate_song(7, minutes * 60, RATE).values()), RATE)
+        sf.write(song, sum(toy.generate_song(7, seconds, RATE).values()), RATE)
         trees = {"this tree": REPO}
         if ref:
             subprocess.run(
@@ -285,12 +294,12 @@ def whole_command(minutes: float, rounds: int, ref: str | None) -> None:
                     ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "ref")],
                     capture_output=True,
                 )
-    print(f"\n## `keras-sep separate` of a {minutes:g}-minute song, defaults, median of {rounds}\n")
+    print(f"\n## `keras-sep separate` of a {seconds:g} s song, defaults, median of {rounds}\n")
     print("| | wall s | real-time factor | cores busy |\n|---|---|---|---|")
     for name, t in times.items():
         wall = statistics.median(t)
         busy = statistics.median(cpu[name][1:])  # the warm-up's first
-        print(f"| {name} | {wall:.1f} | {wall / (minutes * 60):.3f} | {busy:.2f} |")
+        print(f"| {name} | {wall:.1f} | {wall / seconds:.3f} | {busy:.2f} |")
     if ref:
         ratio = statistics.median(times["this tree"]) / statistics.median(times[ref])
         print(f"\nthis tree / {ref}: {ratio:.2f}x")
@@ -300,6 +309,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="model-call audio length")
     parser.add_argument("--song-minutes", type=float, default=3.0, help="whole-command song")
+    parser.add_argument("--short-seconds", type=float, default=20.0, help="and a short one")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ref", help="git revision whose whole command to time beside this tree")
     parser.add_argument("--paper", action="store_true", help="add the paper DDU (slow)")
@@ -325,7 +335,8 @@ def main() -> None:
     if args.only in (None, "model"):
         model_calls(args.seconds, args.rounds, args.paper)
     if args.only in (None, "command"):
-        whole_command(args.song_minutes, args.rounds, args.ref)
+        for seconds in (args.short_seconds, args.song_minutes * 60):
+            whole_command(seconds, args.rounds, args.ref)
 
 
 if __name__ == "__main__":

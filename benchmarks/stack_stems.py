@@ -28,7 +28,8 @@ PACKAGES = ("keras", "tensorflow", "numpy")
 
 
 def demo_stems(seconds: float = 15.0) -> dict[str, np.ndarray]:
-    """The bundled model's stems of the demo song, as `keras-sep demo` computes them."""
+    """The bundled Keras model's stems of the demo song (`keras-sep demo` runs its ONNX copy,
+    keras_sep/warm_start.py; this compares what each stack's TensorFlow and Keras compute)."""
     model = keras_sep.load(keras_sep.DEFAULT_MODEL)
     references = toy.generate_song(toy.song_seed(toy.HELD_OUT_SEED, 0), seconds, RATE)
     track = Track(toy.song_name(0), RATE, {s: references[s] for s in model.sources})

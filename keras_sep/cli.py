@@ -336,6 +336,7 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
     import keras_sep
     from keras_sep.separate import separate_to_folder
     from keras_sep.spectrograms import plot_separated
+    from keras_sep.warm_start import audio_seconds, load_separator
 
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
@@ -347,7 +348,12 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
         why = limit_threads(args.threads)
         if why:
             print(f"note: --threads {args.threads} not applied: {why}", file=sys.stderr)
-    model = keras_sep.load(args.model or keras_sep.DEFAULT_MODEL, precision=args.precision)
+    model = load_separator(
+        args.model or keras_sep.DEFAULT_MODEL,
+        args.precision,
+        args.threads,
+        audio_seconds(song.path for song in todo),
+    )
     check_tta(args.tta, [model])
     segment = round(args.segment * model.sample_rate) if args.segment else None
     out = Path(args.out)

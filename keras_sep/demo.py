@@ -39,9 +39,11 @@ def run_demo(
     import keras_sep
     from keras_sep.metrics import plain_sdr
     from keras_sep.separate import separate_waveform
+    from keras_sep.warm_start import load_separator
 
     out = Path(out_dir)
-    model = keras_sep.load(model_folder or keras_sep.DEFAULT_MODEL)
+    # A 15 s song: ONNX Runtime when the folder has its ONNX copy (keras_sep.warm_start).
+    model = load_separator(model_folder or keras_sep.DEFAULT_MODEL, None, seconds=seconds)
     for path in output_files(out, model.sources):
         check_free(path, overwrite)
     references = toy.generate_song(toy.song_seed(toy.HELD_OUT_SEED, song), seconds, RATE)

@@ -6,7 +6,8 @@ A run folder's config.json records where its data, cache and starting weights we
 machine that trained it. The bundled copy keeps that record for provenance but cuts every
 absolute path to its last two parts (``/home/me/data/corpus`` -> ``data/corpus``), so
 nothing of the training machine ships. The weights are copied as they are; the folder is
-replaced atomically.
+replaced atomically. It also gets ``model.onnx``, an ONNX copy of the same weights that
+``keras-sep separate`` starts on while TensorFlow loads (``keras_sep/warm_start.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: import the package, not this f
 from keras_sep.errors import command  # noqa: E402
 from keras_sep.files import staged_dir  # noqa: E402
 from keras_sep.folder import CONFIG_FILE, WEIGHTS_FILE, read_info  # noqa: E402
+from keras_sep.warm_start import write_onnx  # noqa: E402
 
 BUNDLED = Path(__file__).resolve().parent.parent / "keras_sep" / "pretrained" / "demo"
 
@@ -46,6 +48,7 @@ def bundle(run: str | os.PathLike, dest: str | os.PathLike = BUNDLED) -> Path:
     with staged_dir(dest) as staging:
         shutil.copyfile(Path(run) / WEIGHTS_FILE, staging / WEIGHTS_FILE)
         (staging / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        write_onnx(staging)
     return Path(dest)
 
 

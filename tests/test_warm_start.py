@@ -1,0 +1,126 @@
+"""Short jobs start on the ONNX copy of a model folder, without TensorFlow (warm_start)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import keras_sep
+from keras_sep import warm_start
+from keras_sep.cli import main
+from keras_sep.data import toy
+from keras_sep.export.onnx_model import OnnxRunner
+from keras_sep.separate import separate_waveform
+
+RATE = 44100
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    return sum(toy.generate_song(3, 2.0, RATE).values())
+
+
+@pytest.fixture(scope="module")
+def keras_stems(mixture):
+    model = keras_sep.load(keras_sep.DEFAULT_MODEL, precision="float32")
+    return separate_waveform(model, mixture, RATE).stems
+
+
+def largest_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.max(np.abs(a[s] - b[s]))) for s in a)
+
+
+def test_the_bundled_onnx_copy_separates_as_the_keras_model_does(mixture, keras_stems):
+    runner = warm_start.onnx_runner(keras_sep.DEFAULT_MODEL)
+    assert isinstance(runner, OnnxRunner) and runner.parallel_calls
+    assert largest_difference(separate_waveform(runner, mixture, RATE).stems, keras_stems) < 1e-5
+    assert max(float(np.max(np.abs(v))) for v in keras_stems.values()) > 0.05  # not silence
+
+
+def test_load_separator_picks_onnx_only_for_a_short_float32_job():
+    folder = keras_sep.DEFAULT_MODEL
+    assert isinstance(warm_start.load_separator(folder, "auto", seconds=30), OnnxRunner)
+    assert isinstance(warm_start.load_separator(folder, None, seconds=30), OnnxRunner)
+    for precision, seconds in (("auto", warm_start.KERAS_AFTER), ("bfloat16", 30)):
+        model = warm_start.load_separator(folder, precision, seconds=seconds)
+        assert not isinstance(model, OnnxRunner) and model.count_params() > 0
+
+
+def test_an_onnx_copy_of_other_weights_or_a_damaged_one_is_not_used(tmp_path, model_folder):
+    other = tmp_path / "other"  # the bundled model's architecture, other weights
+    model = keras_sep.load(keras_sep.DEFAULT_MODEL)
+    model.set_weights([w * 1.01 for w in model.get_weights()])
+    keras_sep.save(model, other)
+    shutil.copy(f"{keras_sep.DEFAULT_MODEL}/{warm_start.ONNX_FILE}", other)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(keras_sep.DEFAULT_MODEL, damaged)
+    (damaged / warm_start.ONNX_FILE).write_bytes(b"not an onnx model")
+    for folder in (other, damaged, model_folder):  # the tiny model has no copy at all
+        assert warm_start.onnx_runner(folder) is None
+        model = warm_start.load_separator(folder, seconds=1)
+        assert not isinstance(model, OnnxRunner) and model.count_params() > 0
+
+
+def test_write_onnx_makes_a_copy_that_matches_its_folder(tmp_path, model_folder, mixture):
+    folder = tmp_path / "tiny"
+    shutil.copytree(model_folder, folder)
+    warm_start.write_onnx(folder)
+    runner = warm_start.onnx_runner(folder)
+    assert isinstance(runner, OnnxRunner)
+    stems = separate_waveform(runner, mixture, RATE).stems
+    expected = separate_waveform(keras_sep.load(folder), mixture, RATE).stems
+    assert largest_difference(stems, expected) < 1e-5
+
+
+def test_separate_runs_a_short_song_without_loading_keras(tmp_path, mixture, monkeypatch):
+    def no_keras(*args, **kwargs):
+        raise AssertionError("a short job loaded the Keras model")
+
+    monkeypatch.setattr(keras_sep, "load", no_keras)
+    sf.write(tmp_path / "song.wav", mixture, RATE, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert main(["separate", str(tmp_path / "song.wav"), "-o", str(out), "-q"]) == 0
+    vocals, rate = sf.read(out / "song" / "vocals.wav")
+    assert rate == RATE and vocals.shape == mixture.shape and np.abs(vocals).max() > 0.01
+
+
+def test_separate_loads_keras_for_a_long_job(tmp_path, mixture, monkeypatch):
+    loads = []
+    load = keras_sep.load
+
+    def spy(*args, **kwargs):
+        loads.append(args)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(keras_sep, "load", spy)
+    monkeypatch.setattr(warm_start, "KERAS_AFTER", 1.0)  # the 2 s song counts as long
+    sf.write(tmp_path / "song.wav", mixture, RATE)
+    assert main(["separate", str(tmp_path / "song.wav"), "-o", str(tmp_path / "o"), "-q"]) == 0
+    assert loads == [(keras_sep.DEFAULT_MODEL,)]
+
+
+def test_the_onnx_path_imports_neither_tensorflow_nor_keras():
+    code = (
+        "import sys, numpy as np, keras_sep\n"
+        "from keras_sep.separate import separate_waveform\n"
+        "from keras_sep.warm_start import load_separator\n"
+        "m = load_separator(keras_sep.DEFAULT_MODEL, seconds=1)\n"
+        "stems = separate_waveform(m, np.full((44100, 2), 0.1, np.float32), 44100).stems\n"
+        "print(type(m).__name__, len(stems), 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["OnnxRunner", "4", "False", "False"], out.stderr
+
+
+def test_audio_seconds_sums_headers_and_is_infinite_for_an_unknown_format(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros((RATE, 2)), RATE)
+    sf.write(tmp_path / "b.flac", np.zeros((RATE // 2, 2)), RATE)
+    assert warm_start.audio_seconds([tmp_path / "a.wav", tmp_path / "b.flac"]) == 1.5
+    (tmp_path / "c.xyz").write_bytes(b"?")
+    assert warm_start.audio_seconds([tmp_path / "a.wav", tmp_path / "c.xyz"]) == float("inf")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keras_sep.errors import ExportError, UsageError, require
-from keras_sep.serving import ExportedModel
+from keras_sep.serving import OnnxRunner  # noqa: F401  (export's runner of model.onnx)
 
 from .checks import first_line
 
@@ -78,21 +77,30 @@ def convert_onnx(
     return path
 
 
-class OnnxRunner(ExportedModel):
-    """Runs an ONNX file with ONNX Runtime's CPU provider."""
+def write_onnx_copy(folder: str | os.PathLike) -> Path:
+    """Write the model folder's ``model.onnx`` (``keras_sep.warm_start``), recording the
+    SHA-256 of its weights, and check that it runs the model as Keras does (within 1e-4,
+    as ``keras-sep export`` checks its artifacts)."""
+    import keras_sep
+    from keras_sep.warm_start import ONNX_FILE, WEIGHTS_KEY, onnx_runner, weights_digest
 
-    def __init__(
-        self, path: str | os.PathLike, manifest: Mapping[str, Any], num_threads: int | None = None
-    ):
-        super().__init__(manifest)
-        ort = require("onnxruntime", "running an ONNX model")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only; its warnings are about opset guarantees
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._names = [o.name for o in self.session.get_outputs()]
+    from .artifacts import CHECK_LENGTH, TOLERANCE
+    from .checks import max_abs_error
 
-    def _run(self, x: np.ndarray) -> Mapping[str, Any]:
-        values = self.session.run(self._names, {self.input_name: x})
-        return dict(zip(self._names, values, strict=True))
+    onnx = require("onnx", "ONNX export")
+    path = Path(folder) / ONNX_FILE
+    model = keras_sep.load(folder, conv_impl="native")
+    convert_onnx(model, path)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = WEIGHTS_KEY, weights_digest(folder)
+    onnx.save(proto, str(path))
+    runner = onnx_runner(folder)
+    cfg = model.arch_config
+    shape = (2, cfg.valid_length(CHECK_LENGTH), cfg.channels)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, shape).astype(np.float32)
+    error = max_abs_error(model.predict_on_batch(x), runner.predict_on_batch(x))
+    if error > TOLERANCE["none"]:
+        path.unlink()
+        raise ExportError(f"{path}: ONNX Runtime is {error:.2e} off Keras (bound 1e-4)")
+    return path

@@ -336,24 +336,23 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
     import keras_sep
     from keras_sep.separate import separate_to_folder
     from keras_sep.spectrograms import plot_separated
-    from keras_sep.warm_start import audio_seconds, load_separator
+    from keras_sep.warm_start import audio_seconds, onnx_separator
 
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
-    if args.threads:
-        from keras_sep.native_logs import quiet_tensorflow_start
-        from keras_sep.threads import limit_threads
+    folder = args.model or keras_sep.DEFAULT_MODEL
+    seconds = audio_seconds(song.path for song in todo)
+    model = onnx_separator(folder, args.precision, args.threads, seconds)
+    if model is None:  # the Keras model: cap its threads before the backend starts
+        if args.threads:
+            from keras_sep.native_logs import quiet_tensorflow_start
+            from keras_sep.threads import limit_threads
 
-        quiet_tensorflow_start()
-        why = limit_threads(args.threads)
-        if why:
-            print(f"note: --threads {args.threads} not applied: {why}", file=sys.stderr)
-    model = load_separator(
-        args.model or keras_sep.DEFAULT_MODEL,
-        args.precision,
-        args.threads,
-        audio_seconds(song.path for song in todo),
-    )
+            quiet_tensorflow_start()
+            why = limit_threads(args.threads)
+            if why:
+                print(f"note: --threads {args.threads} not applied: {why}", file=sys.stderr)
+        model = keras_sep.load(folder, precision=args.precision)
     check_tta(args.tta, [model])
     segment = round(args.segment * model.sample_rate) if args.segment else None
     out = Path(args.out)

@@ -35,7 +35,7 @@ import numpy as np
 
 from keras_sep import config as config_module
 from keras_sep.config import BaseConfig
-from keras_sep.errors import ExportError, KerasSepError
+from keras_sep.errors import ExportError, KerasSepError, require
 from keras_sep.separate import (
     DEFAULT_OVERLAP,
     DEFAULT_TTA,
@@ -177,6 +177,26 @@ class ExportedModel:
 
     def _run(self, x: np.ndarray) -> Mapping[str, Any]:
         raise NotImplementedError
+
+
+class OnnxRunner(ExportedModel):
+    """Runs an ONNX file with ONNX Runtime's CPU provider."""
+
+    def __init__(
+        self, path: str | os.PathLike, manifest: Mapping[str, Any], num_threads: int | None = None
+    ):
+        super().__init__(manifest)
+        ort = require("onnxruntime", "running an ONNX model")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only; its warnings are about opset guarantees
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._names = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, x: np.ndarray) -> Mapping[str, Any]:
+        values = self.session.run(self._names, {self.input_name: x})
+        return dict(zip(self._names, values, strict=True))
 
 
 class ServingClient(ExportedModel):

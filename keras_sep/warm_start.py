@@ -1,22 +1,20 @@
-"""Separate from the first second: ONNX Runtime runs the model while Keras loads.
+"""Short jobs separate on the model folder's ONNX copy, without importing TensorFlow.
 
-``import tensorflow`` alone takes about 2.4 s on a 2-core machine, and loading the Keras
-model and tracing its first call another 0.7 s, before a single segment is separated.
+``import tensorflow`` alone takes 2 to 2.4 s on a 2-core machine, and loading the Keras
+model and tracing its first call another 0.6 s, before a single segment is separated.
 ONNX Runtime (a dependency of keras-sep) imports and loads the bundled model in about
 0.1 s. So when a model folder holds ``model.onnx``, an ONNX copy of its own weights
-(``training/bundle_model.py`` writes one for the bundled model, ``write_onnx`` for any
-folder), ``keras-sep separate`` starts on it at once:
-
-- a job of less than ``KERAS_AFTER`` seconds of audio runs on ONNX Runtime alone, since
-  it ends before TensorFlow would have loaded;
-- a longer one also loads the Keras model in a thread and sends every model call to it
-  once it is ready: Keras is faster per segment on the CPU (the bundled model: 6.3 to 7.6
-  ms a segment against 7.3 to 9.3 for ONNX Runtime on a 2-core Xeon, and about half in
-  bfloat16 where the CPU has it, which ``--precision auto`` picks).
-
-Both run the same float32 weights: their stems agree to about 1e-6 (bfloat16 Keras to
-its own precision). ``model.onnx`` records the SHA-256 of the weights it was made from,
+(``export/bundle_model.py`` writes the bundled model's, and
+``keras_sep.export.onnx_model.write_onnx_copy`` any folder's), a ``keras-sep separate``
+or ``demo`` of less than ``KERAS_AFTER`` seconds of audio runs on it alone. A longer job
+loads the Keras model, whose calls are faster (and bfloat16 where ``--precision auto``
+picks it), which repays its start-up. Both run the same float32 weights: their stems
+agree to about 1e-6. ``model.onnx`` records the SHA-256 of the weights it was made from
 and is used only while they match, so retraining into the folder never runs stale weights.
+
+Starting every job on ONNX Runtime and moving to Keras once it had loaded in a thread was
+tried: on 2 cores the import and the model fight for the cores and Python's lock, and a
+3-minute song took 10.5 s against 9.2 s on Keras alone (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -27,18 +25,15 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 from keras_sep.folder import WEIGHTS_FILE, read_config
 from keras_sep.separate import CALLS_AT_ONCE
 
 ONNX_FILE = "model.onnx"
 # The ONNX model's metadata key holding the SHA-256 of the weights file it was made from.
 WEIGHTS_KEY = "keras_sep_weights_sha256"
-# Audio seconds below which a job runs on ONNX Runtime alone. The bundled model takes 3.1
-# s to start on Keras (2-core Xeon) and ONNX Runtime separates at about RTF 0.06 with the
-# default 4 TTA passes, so a job under 2 minutes is done on ONNX Runtime in about the time
-# Keras needs to load, and loading it alongside would only take cores from the work.
+# Audio seconds below which a job runs on ONNX Runtime. Where the whole command was timed
+# both ways (bundled model, 2-core Xeon), ONNX Runtime ended sooner up to about 90 s of
+# audio when Keras ran in bfloat16 and up to about 150 s when it ran in float32.
 KERAS_AFTER = 120.0
 # Precisions the ONNX copy computes: it is float32 (bfloat16 asked for by name goes to Keras).
 ONNX_PRECISIONS = (None, "auto", "float32")
@@ -56,8 +51,7 @@ def weights_digest(folder: str | os.PathLike) -> str:
 def onnx_runner(folder: str | os.PathLike, threads: int | None = None):
     """An ONNX Runtime predictor of the folder's ``model.onnx``, if it was made from the
     folder's current weights (and ONNX Runtime loads it); else None."""
-    from keras_sep.export.onnx_model import OnnxRunner
-    from keras_sep.serving import config_summary
+    from keras_sep.serving import OnnxRunner, config_summary
 
     path = Path(folder) / ONNX_FILE
     if not path.is_file() or not (Path(folder) / WEIGHTS_FILE).is_file():
@@ -77,39 +71,6 @@ def onnx_runner(folder: str | os.PathLike, threads: int | None = None):
     return runner if made_from == weights_digest(folder) else None
 
 
-def write_onnx(folder: str | os.PathLike) -> Path:
-    """Write the folder's ``model.onnx``, recording its weights' hash, and check it runs
-    the model as Keras does (within 1e-4, as ``keras-sep export`` checks its artifacts).
-
-    Needs TensorFlow and tf2onnx (the ``export`` command's converter).
-    """
-    import onnx
-
-    import keras_sep
-    from keras_sep.errors import ExportError
-    from keras_sep.export.artifacts import CHECK_LENGTH, TOLERANCE
-    from keras_sep.export.checks import max_abs_error
-    from keras_sep.export.onnx_model import DEFAULT_OPSET, convert_onnx
-
-    path = Path(folder) / ONNX_FILE
-    model = keras_sep.load(folder, conv_impl="native")
-    convert_onnx(model, path, DEFAULT_OPSET)
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = WEIGHTS_KEY, weights_digest(folder)
-    onnx.save(proto, str(path))
-    runner = onnx_runner(folder)
-    cfg = model.arch_config
-    x = np.random.default_rng(0).uniform(
-        -0.5, 0.5, (2, cfg.valid_length(CHECK_LENGTH), cfg.channels)
-    )
-    error = max_abs_error(model.predict_on_batch(x.astype(np.float32)), runner.predict_on_batch(x))
-    if error > TOLERANCE["none"]:
-        path.unlink()
-        raise ExportError(f"{path}: ONNX Runtime is {error:.2e} off Keras (bound 1e-4)")
-    return path
-
-
 def audio_seconds(paths: Iterable[str | os.PathLike]) -> float:
     """Total length of the audio files in seconds; infinite if a header cannot tell."""
     import soundfile as sf
@@ -123,17 +84,27 @@ def audio_seconds(paths: Iterable[str | os.PathLike]) -> float:
     return total
 
 
+def onnx_separator(
+    folder: str | os.PathLike,
+    precision: str | None = "auto",
+    threads: int | None = None,
+    seconds: float = math.inf,
+):
+    """The ONNX Runtime predictor for a job of ``seconds`` of audio, or None when the Keras
+    model should run it (module docstring)."""
+    if seconds >= KERAS_AFTER or precision not in ONNX_PRECISIONS:
+        return None
+    return onnx_runner(folder, threads)
+
+
 def load_separator(
     folder: str | os.PathLike,
     precision: str | None = "auto",
     threads: int | None = None,
     seconds: float = math.inf,
 ):
-    """The predictor ``keras-sep separate`` uses for ``seconds`` of audio (module docstring):
-    ONNX Runtime alone, ONNX Runtime until Keras is ready, or the Keras model."""
+    """``onnx_separator``'s predictor, else the Keras model at ``precision``."""
     import keras_sep
 
-    fast = onnx_runner(folder, threads) if precision in ONNX_PRECISIONS else None
-    if fast is None:
-        return keras_sep.load(folder, precision=precision)
-    return fast if seconds < KERAS_AFTER else keras_sep.load(folder, precision=precision)
+    fast = onnx_separator(folder, precision, threads, seconds)
+    return fast if fast is not None else keras_sep.load(folder, precision=precision)

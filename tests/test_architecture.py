@@ -45,7 +45,10 @@ LAYERS = [
     ("data", ["keras_sep.data"]),
     ("metrics", ["keras_sep.metrics", "keras_sep.baselines"]),
     ("report", ["keras_sep.report", "keras_sep.spectrograms"]),
-    ("evaluate", ["keras_sep.evaluate", "keras_sep.demo", "keras_sep.serving"]),
+    (
+        "evaluate",
+        ["keras_sep.evaluate", "keras_sep.demo", "keras_sep.serving", "keras_sep.warm_start"],
+    ),
     ("cli", ["keras_sep.cli"]),
     ("training", ["keras_sep.training"]),
     ("export", ["keras_sep.export"]),

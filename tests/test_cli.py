@@ -169,7 +169,7 @@ def test_bundled_model_carries_no_machine_paths_and_stays_small():
 
 
 def test_bundling_a_run_strips_its_paths(tmp_path):
-    from keras_sep.training.bundle_model import main as bundle_main
+    from keras_sep.export.bundle_model import main as bundle_main
 
     run = tmp_path / "run"
     recorded = {"data": ["toy", "/home/me/data/corpus"], "held_out": {"/srv/x/songs": ["a"]}}

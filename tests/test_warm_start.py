@@ -14,8 +14,9 @@ import keras_sep
 from keras_sep import warm_start
 from keras_sep.cli import main
 from keras_sep.data import toy
-from keras_sep.export.onnx_model import OnnxRunner
+from keras_sep.export.onnx_model import write_onnx_copy
 from keras_sep.separate import separate_waveform
+from keras_sep.serving import OnnxRunner
 
 RATE = 44100
 
@@ -70,7 +71,7 @@ def test_an_onnx_copy_of_other_weights_or_a_damaged_one_is_not_used(tmp_path, mo
 def test_write_onnx_makes_a_copy_that_matches_its_folder(tmp_path, model_folder, mixture):
     folder = tmp_path / "tiny"
     shutil.copytree(model_folder, folder)
-    warm_start.write_onnx(folder)
+    write_onnx_copy(folder)
     runner = warm_start.onnx_runner(folder)
     assert isinstance(runner, OnnxRunner)
     stems = separate_waveform(runner, mixture, RATE).stems
@@ -105,17 +106,17 @@ def test_separate_loads_keras_for_a_long_job(tmp_path, mixture, monkeypatch):
     assert loads == [(keras_sep.DEFAULT_MODEL,)]
 
 
-def test_the_onnx_path_imports_neither_tensorflow_nor_keras():
+def test_a_short_separate_imports_neither_tensorflow_nor_keras(tmp_path, mixture):
+    sf.write(tmp_path / "song.wav", mixture, RATE)
+    argv = ["separate", str(tmp_path / "song.wav"), "-o", str(tmp_path / "out"), "-q"]
     code = (
-        "import sys, numpy as np, keras_sep\n"
-        "from keras_sep.separate import separate_waveform\n"
-        "from keras_sep.warm_start import load_separator\n"
-        "m = load_separator(keras_sep.DEFAULT_MODEL, seconds=1)\n"
-        "stems = separate_waveform(m, np.full((44100, 2), 0.1, np.float32), 44100).stems\n"
-        "print(type(m).__name__, len(stems), 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+        "import sys; from keras_sep.cli import main\n"
+        f"code = main({[*argv, '--threads', '1']!r})\n"
+        "print(code, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["OnnxRunner", "4", "False", "False"], out.stderr
+    assert out.stdout.split()[-3:] == ["0", "False", "False"], out.stderr
+    assert (tmp_path / "out" / "song" / "vocals.wav").is_file()
 
 
 def test_audio_seconds_sums_headers_and_is_infinite_for_an_unknown_format(tmp_path):

@@ -1,6 +1,6 @@
 """Make a trained run the bundled demo model (keras_sep/pretrained/demo), without machine paths.
 
-    python training/bundle_model.py runs/demo
+    python export/bundle_model.py runs/demo
 
 A run folder's config.json records where its data, cache and starting weights were on the
 machine that trained it. The bundled copy keeps that record for provenance but cuts every
@@ -24,9 +24,9 @@ if __package__ in (None, ""):  # run as a script: import the package, not this f
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 from keras_sep.errors import command  # noqa: E402
+from keras_sep.export.onnx_model import write_onnx_copy  # noqa: E402
 from keras_sep.files import staged_dir  # noqa: E402
 from keras_sep.folder import CONFIG_FILE, WEIGHTS_FILE, read_info  # noqa: E402
-from keras_sep.warm_start import write_onnx  # noqa: E402
 
 BUNDLED = Path(__file__).resolve().parent.parent / "keras_sep" / "pretrained" / "demo"
 
@@ -48,7 +48,7 @@ def bundle(run: str | os.PathLike, dest: str | os.PathLike = BUNDLED) -> Path:
     with staged_dir(dest) as staging:
         shutil.copyfile(Path(run) / WEIGHTS_FILE, staging / WEIGHTS_FILE)
         (staging / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        write_onnx(staging)
+        write_onnx_copy(staging)
     return Path(dest)
 
 

@@ -336,14 +336,16 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
     import keras_sep
     from keras_sep.separate import separate_to_folder
     from keras_sep.spectrograms import plot_separated
-    from keras_sep.warm_start import audio_seconds, onnx_separator
+    from keras_sep.warm_start import ONNX_NOTE, audio_seconds, onnx_separator
 
     if not args.model:
         print(BUNDLED_NOTE, file=sys.stderr)
     folder = args.model or keras_sep.DEFAULT_MODEL
     seconds = audio_seconds(song.path for song in todo)
     model = onnx_separator(folder, args.precision, args.threads, seconds)
-    if model is None:  # the Keras model: cap its threads before the backend starts
+    if model is not None:
+        print(f"precision: float32 ({ONNX_NOTE})", file=sys.stderr)
+    else:  # the Keras model: cap its threads before the backend starts
         if args.threads:
             from keras_sep.native_logs import quiet_tensorflow_start
             from keras_sep.threads import limit_threads

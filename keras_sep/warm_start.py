@@ -35,6 +35,11 @@ WEIGHTS_KEY = "keras_sep_weights_sha256"
 # both ways (bundled model, 2-core Xeon), ONNX Runtime ended sooner up to about 90 s of
 # audio when Keras ran in bfloat16 and up to about 150 s when it ran in float32.
 KERAS_AFTER = 120.0
+# What separate says when it runs the ONNX copy, after "precision: float32".
+ONNX_NOTE = (
+    f"the model's ONNX copy on ONNX Runtime: a job under {KERAS_AFTER:g} s of audio "
+    "starts without TensorFlow"
+)
 # Precisions the ONNX copy computes: it is float32 (bfloat16 asked for by name goes to Keras).
 ONNX_PRECISIONS = (None, "auto", "float32")
 

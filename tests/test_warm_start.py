@@ -79,7 +79,7 @@ def test_write_onnx_makes_a_copy_that_matches_its_folder(tmp_path, model_folder,
     assert largest_difference(stems, expected) < 1e-5
 
 
-def test_separate_runs_a_short_song_without_loading_keras(tmp_path, mixture, monkeypatch):
+def test_separate_runs_a_short_song_without_loading_keras(tmp_path, mixture, monkeypatch, capsys):
     def no_keras(*args, **kwargs):
         raise AssertionError("a short job loaded the Keras model")
 
@@ -87,6 +87,7 @@ def test_separate_runs_a_short_song_without_loading_keras(tmp_path, mixture, mon
     sf.write(tmp_path / "song.wav", mixture, RATE, subtype="FLOAT")
     out = tmp_path / "out"
     assert main(["separate", str(tmp_path / "song.wav"), "-o", str(out), "-q"]) == 0
+    assert f"precision: float32 ({warm_start.ONNX_NOTE})" in capsys.readouterr().err
     vocals, rate = sf.read(out / "song" / "vocals.wav")
     assert rate == RATE and vocals.shape == mixture.shape and np.abs(vocals).max() > 0.01
 

@@ -152,7 +152,9 @@ def _add_separate(sub) -> None:
         description="Separate songs (wav, flac, ogg, mp3; others through ffmpeg) into stems "
         "written as OUT/<song>/<source>.<format>; songs found in a folder go to "
         "OUT/<folder>/<path inside it>/. Files that fail are reported and the others are "
-        "still separated; the exit code is 1 if any failed.",
+        "still separated; the exit code is 1 if any failed. Songs adding up to less than 2 "
+        "minutes run the model folder's ONNX copy (the bundled model has one) on ONNX "
+        "Runtime in float32, without starting TensorFlow.",
     )
     p.add_argument(
         "files", nargs="+", metavar="INPUT", help="audio files, or folders of audio files"

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -77,16 +79,29 @@ def onnx_runner(folder: str | os.PathLike, threads: int | None = None):
 
 
 def audio_seconds(paths: Iterable[str | os.PathLike]) -> float:
-    """Total length of the audio files in seconds; infinite if a header cannot tell."""
+    """Total length of the audio files in seconds, from their headers (libsndfile, else
+    ffprobe for what ffmpeg decodes); infinite if neither can tell."""
     import soundfile as sf
 
     total = 0.0
     for path in paths:
         try:
             total += sf.info(str(path)).duration
-        except Exception:  # a format libsndfile cannot read: ffmpeg decodes it later
-            return math.inf
+        except Exception:  # not a format libsndfile reads: ask ffprobe
+            total += _ffprobe_seconds(path)
     return total
+
+
+def _ffprobe_seconds(path: str | os.PathLike) -> float:
+    """The file's duration as ffprobe reads it; infinite when it cannot."""
+    if shutil.which("ffprobe") is None:
+        return math.inf
+    cmd = ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"]
+    try:
+        done = subprocess.run([*cmd, str(path)], capture_output=True, text=True, timeout=30)
+        return float(done.stdout.strip()) if done.returncode == 0 else math.inf
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return math.inf
 
 
 def onnx_separator(

@@ -120,9 +120,13 @@ def test_a_short_separate_imports_neither_tensorflow_nor_keras(tmp_path, mixture
     assert (tmp_path / "out" / "song" / "vocals.wav").is_file()
 
 
-def test_audio_seconds_sums_headers_and_is_infinite_for_an_unknown_format(tmp_path):
+def test_audio_seconds_reads_headers_then_ffprobe_and_is_infinite_when_both_fail(tmp_path):
     sf.write(tmp_path / "a.wav", np.zeros((RATE, 2)), RATE)
     sf.write(tmp_path / "b.flac", np.zeros((RATE // 2, 2)), RATE)
     assert warm_start.audio_seconds([tmp_path / "a.wav", tmp_path / "b.flac"]) == 1.5
-    (tmp_path / "c.xyz").write_bytes(b"?")
-    assert warm_start.audio_seconds([tmp_path / "a.wav", tmp_path / "c.xyz"]) == float("inf")
+    m4a = tmp_path / "c.m4a"  # AAC: libsndfile cannot read it, ffprobe can
+    ffmpeg = ["ffmpeg", "-v", "error", "-i", str(tmp_path / "a.wav"), "-c:a", "aac", str(m4a)]
+    subprocess.run(ffmpeg, check=True)
+    assert warm_start.audio_seconds([m4a]) == pytest.approx(1.0, abs=0.05)
+    (tmp_path / "d.xyz").write_bytes(b"?")
+    assert warm_start.audio_seconds([tmp_path / "a.wav", tmp_path / "d.xyz"]) == float("inf")

@@ -10,6 +10,7 @@ compute, so the stages really run at once.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import deque
@@ -115,6 +116,13 @@ def in_order(items: Iterable[T], work: Callable[[T], R], depth: int) -> Iterator
         finally:
             for _, future in running:
                 future.cancel()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def limit_threads(threads: int) -> str | None:

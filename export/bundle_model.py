@@ -7,7 +7,7 @@ machine that trained it. The bundled copy keeps that record for provenance but c
 absolute path to its last two parts (``/home/me/data/corpus`` -> ``data/corpus``), so
 nothing of the training machine ships. The weights are copied as they are; the folder is
 replaced atomically. It also gets ``model.onnx``, an ONNX copy of the same weights that
-``keras-sep separate`` starts on while TensorFlow loads (``keras_sep/warm_start.py``).
+``keras-sep separate`` runs without TensorFlow where that pays (``keras_sep/warm_start.py``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ One command prints four tables (docs/performance.md, "Speed beside the peers"):
 
 1. the machine: CPU, its flags, and a plain float32 sgemm rate (NumPy's BLAS);
 2. start-up, in fresh processes: ``import keras_sep`` and loading the bundled model, as
-   ``separate`` does for a short job (its ONNX copy on ONNX Runtime) and for a long one
-   (Keras), beside ``import torch, openunmix``, and where the Keras start-up goes;
+   ``separate`` does where its ONNX copy runs (ONNX Runtime: CPUs without bfloat16 units,
+   and short jobs) and where the Keras model does (long jobs on bfloat16 CPUs or GPUs,
+   ``keras_sep.warm_start``), beside ``import torch, openunmix``, and where the Keras
+   start-up goes;
 3. the model call: real-time factor (seconds per audio second) on ``--seconds`` of 44.1
    kHz stereo, random weights for the peers and the paper models, alternating rounds,
    medians, and each as a multiple of Open-Unmix (umxhq);
@@ -129,11 +131,11 @@ def _timed(step: Callable[[], object]) -> float:
 
 # ----------------------------------------------------------------------------- 2. start-up
 STARTS = {
-    "keras-sep, short job: import, load the bundled model's ONNX copy": (
+    "keras-sep, ONNX copy (float32 CPUs; short jobs): import, load the bundled model": (
         "import keras_sep; from keras_sep.warm_start import load_separator; "
         "load_separator(keras_sep.DEFAULT_MODEL, seconds=1)"
     ),
-    "keras-sep, long job: import, load the bundled Keras model": (
+    "keras-sep, Keras (long jobs on bfloat16 CPUs, GPUs): import, load the bundled model": (
         "import keras_sep; keras_sep.load(keras_sep.DEFAULT_MODEL)"
     ),
 }
@@ -225,6 +227,16 @@ def model_calls(seconds: float, rounds: int, paper: bool) -> None:
                     lambda: keras_sep.separate(m, x, tta=tta)
                 )
             )
+    # The ONNX copy, which `separate` runs wherever Keras would compute in float32 on the
+    # CPU, and for short jobs elsewhere (keras_sep.warm_start).
+    from keras_sep.warm_start import onnx_runner
+
+    copy = onnx_runner(keras_sep.DEFAULT_MODEL)
+    at_model = resample(mixture, RATE, copy.arch_config.sample_rate)
+    for tta, what in ((1, "--tta 1"), (4, "defaults (--tta 4)")):
+        runs[f"keras-sep bundled model, {what}, its ONNX copy (float32)"] = (
+            lambda x=at_model, tta=tta: _timed(lambda: keras_sep.separate(copy, x, tta=tta))
+        )
     archs = [("wave_u_net", "paper Wave-U-Net, one pass")]
     if paper:
         archs.append(("dilated_dense", "paper Dilated Dense U-Net, one pass, float32"))
@@ -329,6 +341,7 @@ def main() -> None:
     print(describe_machine())
     if limits:
         print(f"held to {args.isa.upper()}: " + " ".join(f"{k}={v}" for k, v in limits.items()))
+        print("(ONNX Runtime has no such switch: its rows use every instruction set here)")
     print(f"float32 sgemm (NumPy's BLAS, 2048^3, every core): {sgemm_gflops():.0f} GFLOP/s")
     if args.only in (None, "startup"):
         startup(args.rounds)

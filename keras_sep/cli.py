@@ -152,9 +152,11 @@ def _add_separate(sub) -> None:
         description="Separate songs (wav, flac, ogg, mp3; others through ffmpeg) into stems "
         "written as OUT/<song>/<source>.<format>; songs found in a folder go to "
         "OUT/<folder>/<path inside it>/. Files that fail are reported and the others are "
-        "still separated; the exit code is 1 if any failed. Songs adding up to less than 2 "
-        "minutes run the model folder's ONNX copy (the bundled model has one) on ONNX "
-        "Runtime in float32, without starting TensorFlow.",
+        "still separated; the exit code is 1 if any failed. Where the model folder has an ONNX "
+        "copy (the bundled model has one), it runs on ONNX Runtime in float32 without "
+        "starting TensorFlow: always where the model would compute in float32 on the CPU, "
+        "and for jobs under 4 minutes of audio where it would compute in bfloat16 or may "
+        "use a GPU.",
     )
     p.add_argument(
         "files", nargs="+", metavar="INPUT", help="audio files, or folders of audio files"

@@ -1,16 +1,24 @@
-"""Short jobs separate on the model folder's ONNX copy, without importing TensorFlow.
+"""Jobs run on the model folder's ONNX copy, without importing TensorFlow, where it pays.
 
 ``import tensorflow`` alone takes 2 to 2.4 s on a 2-core machine, and loading the Keras
 model and tracing its first call another 0.6 s, before a single segment is separated.
 ONNX Runtime (a dependency of keras-sep) imports and loads the bundled model in about
-0.1 s. So when a model folder holds ``model.onnx``, an ONNX copy of its own weights
+0.2 s. So when a model folder holds ``model.onnx``, an ONNX copy of its own weights
 (``export/bundle_model.py`` writes the bundled model's, and
-``keras_sep.export.onnx_model.write_onnx_copy`` any folder's), a ``keras-sep separate``
-or ``demo`` of less than ``KERAS_AFTER`` seconds of audio runs on it alone. A longer job
-loads the Keras model, whose calls are faster (and bfloat16 where ``--precision auto``
-picks it), which repays its start-up. Both run the same float32 weights: their stems
-agree to about 1e-6. ``model.onnx`` records the SHA-256 of the weights it was made from
-and is used only while they match, so retraining into the folder never runs stale weights.
+``keras_sep.export.onnx_model.write_onnx_copy`` any folder's), ``keras-sep separate`` and
+``demo`` run it instead of the Keras model:
+
+- wherever Keras would compute in float32 on the CPU (``--precision float32``, or
+  ``auto`` on a CPU without bfloat16 units, as most laptops): the bundled model's ONNX
+  copy (a Wave-U-Net written straight as ONNX, ``export/onnx_graph.py``) separates as
+  fast as Keras in float32 or faster, so every job starts without TensorFlow;
+- where Keras would compute in bfloat16 (``auto`` on a CPU with bfloat16 units) or may
+  find a GPU: for jobs under ``KERAS_AFTER`` seconds of audio only. Longer jobs load the
+  Keras model, whose faster calls repay its start-up.
+
+Both run the same float32 weights: their stems agree to about 1e-6. ``model.onnx``
+records the SHA-256 of the weights it was made from and is used only while they match, so
+retraining into the folder never runs stale weights.
 
 Starting every job on ONNX Runtime and moving to Keras once it had loaded in a thread was
 tried: on 2 cores the import and the model fight for the cores and Python's lock, and a
@@ -34,15 +42,15 @@ from keras_sep.threads import usable_cores
 ONNX_FILE = "model.onnx"
 # The ONNX model's metadata key holding the SHA-256 of the weights file it was made from.
 WEIGHTS_KEY = "keras_sep_weights_sha256"
-# Audio seconds below which a job runs on ONNX Runtime. Where the whole command was timed
-# both ways (bundled model, 2-core Xeon), ONNX Runtime ended sooner up to about 90 s of
-# audio when Keras ran in bfloat16 and up to about 150 s when it ran in float32.
-KERAS_AFTER = 120.0
+# Audio seconds below which a job runs on ONNX Runtime where Keras would compute in
+# bfloat16 or may use a GPU. The whole command, bundled model, 2-core Xeon with bfloat16
+# units: ONNX Runtime 7.8-8.0 s for a 3-minute song against 8.5-9.0 s for Keras in
+# bfloat16, 24.0 s for 10 minutes against 20.1-20.8 s (break-even near 4.5 minutes).
+KERAS_AFTER = 240.0
 # What separate says when it runs the ONNX copy, after "precision: float32".
-ONNX_NOTE = (
-    f"the model's ONNX copy on ONNX Runtime: a job under {KERAS_AFTER:g} s of audio "
-    "starts without TensorFlow"
-)
+ONNX_NOTE = "the model's ONNX copy on ONNX Runtime, without starting TensorFlow"
+# Device files of a GPU that TensorFlow, JAX or PyTorch could compute on (NVIDIA, AMD).
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd")
 # Precisions the ONNX copy computes: it is float32 (bfloat16 asked for by name goes to Keras).
 ONNX_PRECISIONS = (None, "auto", "float32")
 
@@ -105,6 +113,17 @@ def _ffprobe_seconds(path: str | os.PathLike) -> float:
         return math.inf
 
 
+def keras_float32_on_cpu(precision: str | None) -> bool:
+    """Whether the Keras model would compute in float32 on the CPU at ``precision``: asked
+    for (float32, or None: as saved), or ``auto`` on a CPU without bfloat16 units, and no
+    GPU device on the machine. Reads /proc/cpuinfo and /dev; imports no backend."""
+    from keras_sep.precision import cpu_device
+
+    if any(os.path.exists(path) for path in GPU_DEVICES):
+        return False
+    return precision in (None, "float32") or not cpu_device().native_bf16
+
+
 def onnx_separator(
     folder: str | os.PathLike,
     precision: str | None = "auto",
@@ -113,7 +132,9 @@ def onnx_separator(
 ):
     """The ONNX Runtime predictor for a job of ``seconds`` of audio, or None when the Keras
     model should run it (module docstring)."""
-    if seconds >= KERAS_AFTER or precision not in ONNX_PRECISIONS:
+    if precision not in ONNX_PRECISIONS:
+        return None
+    if seconds >= KERAS_AFTER and not keras_float32_on_cpu(precision):
         return None
     return onnx_runner(folder, threads)
 

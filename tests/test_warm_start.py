@@ -44,13 +44,44 @@ def test_the_bundled_onnx_copy_separates_as_the_keras_model_does(mixture, keras_
     assert max(float(np.max(np.abs(v))) for v in keras_stems.values()) > 0.05  # not silence
 
 
-def test_load_separator_picks_onnx_only_for_a_short_float32_job():
+def test_load_separator_picks_onnx_where_it_pays(monkeypatch):
     folder = keras_sep.DEFAULT_MODEL
+    # Where Keras would compute in bfloat16 (or may use a GPU): ONNX for short jobs only.
+    monkeypatch.setattr(warm_start, "keras_float32_on_cpu", lambda precision: False)
     assert isinstance(warm_start.load_separator(folder, "auto", seconds=30), OnnxRunner)
     assert isinstance(warm_start.load_separator(folder, None, seconds=30), OnnxRunner)
     for precision, seconds in (("auto", warm_start.KERAS_AFTER), ("bfloat16", 30)):
         model = warm_start.load_separator(folder, precision, seconds=seconds)
         assert not isinstance(model, OnnxRunner) and model.count_params() > 0
+    # Where Keras would compute in float32 on the CPU: ONNX for any length.
+    monkeypatch.setattr(warm_start, "keras_float32_on_cpu", lambda precision: True)
+    assert isinstance(warm_start.load_separator(folder, "auto", seconds=1e6), OnnxRunner)
+    assert not isinstance(warm_start.load_separator(folder, "bfloat16", seconds=30), OnnxRunner)
+
+
+def test_keras_float32_on_cpu_reads_the_cpu_flags_and_gpu_devices(tmp_path, monkeypatch):
+    from keras_sep import precision
+
+    def cpu(*flags):
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+
+    monkeypatch.setattr(warm_start, "GPU_DEVICES", (str(tmp_path / "nvidiactl"),))
+    cpu("avx2", "fma")
+    assert warm_start.keras_float32_on_cpu("auto")
+    cpu("avx2", "avx512_bf16")
+    assert not warm_start.keras_float32_on_cpu("auto")
+    assert warm_start.keras_float32_on_cpu("float32") and warm_start.keras_float32_on_cpu(None)
+    (tmp_path / "nvidiactl").touch()  # a GPU Keras may compute on
+    cpu("avx2", "fma")
+    assert not warm_start.keras_float32_on_cpu("auto")
+    assert not warm_start.keras_float32_on_cpu("float32")
+
+
+def test_separate_help_gives_the_switch_length(capsys):
+    with pytest.raises(SystemExit):
+        main(["separate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"under {warm_start.KERAS_AFTER / 60:g} minutes of audio" in text
 
 
 def test_an_onnx_copy_of_other_weights_or_a_damaged_one_is_not_used(tmp_path, model_folder):
@@ -102,6 +133,7 @@ def test_separate_loads_keras_for_a_long_job(tmp_path, mixture, monkeypatch):
 
     monkeypatch.setattr(keras_sep, "load", spy)
     monkeypatch.setattr(warm_start, "KERAS_AFTER", 1.0)  # the 2 s song counts as long
+    monkeypatch.setattr(warm_start, "keras_float32_on_cpu", lambda precision: False)
     sf.write(tmp_path / "song.wav", mixture, RATE)
     assert main(["separate", str(tmp_path / "song.wav"), "-o", str(tmp_path / "o"), "-q"]) == 0
     assert loads == [(keras_sep.DEFAULT_MODEL,)]

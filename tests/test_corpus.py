@@ -312,3 +312,34 @@ def test_main_renders_kits_synths_and_songs_without_vocals(tmp_path, monkeypatch
         assert meta["missing"] == ["vocals", "bass"]
         assert all(":" in p["font"] for p in meta["parts"])  # no SoundFont at all
     assert rc.main([str(tmp_path / "c"), "--test", "1", "--missing", "2"]) == 2
+
+
+def test_melody_gives_a_dropped_voice_patchs_tune_to_an_instrument():
+    from keras_sep.data import instruments
+
+    carried = 0
+    for i in range(12):
+        plain = rc.compose_song("train", i, SECONDS)
+        assert rc.compose_song("train", i, SECONDS, missing=1.0, melody=0.0) == rc.compose_song(
+            "train", i, SECONDS, missing=1.0
+        )
+        song = rc.compose_song("train", i, SECONDS, instruments=0.5, missing=1.0, melody=1.0)
+        assert song == rc.compose_song(
+            "train", i, SECONDS, instruments=0.5, missing=1.0, melody=1.0
+        )
+        assert song.missing[0] == "vocals" and all(p.stem != "vocals" for p in song.parts)
+        voice = [p for p in plain.parts if p.stem == "vocals"]
+        added = [p for p in song.parts if p.stem == "other"][
+            len([p for p in plain.parts if p.stem == "other"]) :
+        ]
+        if not voice:  # espeak-ng vocals only: no patch, no tune to give
+            assert not added
+            continue
+        (lead,) = added
+        assert lead.role == "lead" and lead.notes == voice[0].notes
+        if lead.font.startswith("synth:"):
+            assert lead.font.removeprefix("synth:") in instruments.TRAIN_SYNTHS
+        else:
+            assert lead.program in rc.MELODY_PROGRAMS and lead.font in rc.FONTS
+        carried += 1
+    assert carried >= 3

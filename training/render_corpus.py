@@ -76,6 +76,9 @@ OTHER_POOLS = {
     + (84, 86, 87, 109, 110, 111),
 }
 VOCAL_PROGRAMS = (52, 53, 54, 85, 91)
+# Who carries the tune of a song without vocals (--melody): the lead pool, pianos and
+# electric pianos, chromatic percussion (celesta to dulcimer) and guitars.
+MELODY_PROGRAMS = OTHER_POOLS["lead"] + (0, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26)
 OTHER_REGISTERS = {"pad": (48, 72), "comp": (52, 76), "arp": (55, 84), "lead": (60, 86)}
 
 MODES = {
@@ -198,14 +201,18 @@ def compose_song(
     instruments: float = 0.0,
     pool: str = "train",
     missing: float = 0.0,
+    melody: float = 0.0,
 ) -> Song:
     """Compose song ``index`` of ``split``: the same arguments always give the same song.
 
     ``instruments``: the chance that a drum part plays a Hydrogen kit and a bass or other
     part one of our synthesizers (keras_sep.data.instruments) instead of its SoundFont,
     from the ``pool`` ("train" or "held_out") instruments. ``missing``: the chance that
-    the song has no vocals, and (drawn apart) that the bass rests through a section. Both
-    draw from their own streams, so with 0 the song is the one composed without them.
+    the song has no vocals, and (drawn apart) that the bass rests through a section.
+    ``melody``: the chance that a song left without its voice patch gives the tune to an
+    instrument of the other stem (``MELODY_PROGRAMS``, or with chance ``instruments`` a
+    synthesizer of ``pool``), as instrumentals do. Each draws from its own stream, so
+    with 0 the song is the one composed without it.
     """
     unknown = sorted(set(fonts) - set(FONTS))
     if unknown or not fonts:
@@ -216,7 +223,7 @@ def compose_song(
     if instruments > 0:
         song = _swap_instruments(song, instruments, POOLS[pool])
     if missing > 0:
-        song = _drop_stems(song, missing)
+        song = _drop_stems(song, missing, melody, instruments, POOLS[pool][1])
     return song
 
 
@@ -237,14 +244,21 @@ def _swap_instruments(song: Song, chance: float, pool: tuple[tuple, tuple]) -> S
     return dataclasses.replace(song, parts=tuple(parts))
 
 
-def _drop_stems(song: Song, chance: float) -> Song:
+def _drop_stems(
+    song: Song, chance: float, melody: float = 0.0, instruments: float = 0.0, synths=()
+) -> Song:
     """Without vocals (all of the song), and the bass resting through a section, each with
-    probability ``chance``."""
+    probability ``chance``; a dropped voice patch's tune goes to an instrument with
+    probability ``melody`` (``compose_song``)."""
     rng = np.random.default_rng([song.seed, 27])
     no_vocals, bass_rests = rng.random() < chance, rng.random() < chance
     parts, phrases, missing = list(song.parts), song.phrases, []
     if no_vocals:
+        sung = [p for p in parts if p.stem == "vocals"]
         parts, phrases, missing = [p for p in parts if p.stem != "vocals"], (), ["vocals"]
+        tune = np.random.default_rng([song.seed, 28])
+        if sung and tune.random() < melody:
+            parts.append(_instrumental_melody(sung[0], tune, instruments, synths))
     if bass_rests:
         start = float(rng.uniform(0.0, 0.6)) * song.seconds
         end = start + float(rng.uniform(0.25, 0.5)) * song.seconds
@@ -263,6 +277,17 @@ def _drop_stems(song: Song, chance: float) -> Song:
         phrases=phrases,
         vocal_style="none" if no_vocals else song.vocal_style,
         missing=tuple(missing),
+    )
+
+
+def _instrumental_melody(voice: Part, rng, instruments: float, synths) -> Part:
+    """The voice patch's tune played by an instrument of the other stem, its role "lead"."""
+    program, font = int(rng.choice(MELODY_PROGRAMS)), voice.font
+    if synths and rng.random() < instruments:
+        program, font = int(rng.integers(100_000)), f"synth:{rng.choice(synths)}"
+    pan, volume = int(rng.integers(40, 89)), int(rng.integers(90, 121))
+    return dataclasses.replace(
+        voice, stem="other", role="lead", program=program, font=font, pan=pan, volume=volume
     )
 
 
@@ -974,6 +999,14 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="chance that a song has no vocals, and that its bass rests through a section",
     )
+    p.add_argument(
+        "--melody",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance that a song --missing leaves without its voice patch gives the tune "
+        "to an instrument (an instrumental)",
+    )
     return p
 
 
@@ -983,7 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = get_parser().parse_args(argv)
     counts = (args.train, args.valid, args.test, args.train_from, args.valid_from, args.test_from)
-    chances = (args.instruments, args.missing)
+    chances = (args.instruments, args.missing, args.melody)
     if (
         min(counts) < 0
         or args.seconds <= 0
@@ -994,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(
             "error: song counts and indices must be >= 0, --seconds > 0, --rate >= 8000, "
-            "--jobs and --batch >= 1, --instruments and --missing in [0, 1]",
+            "--jobs and --batch >= 1, --instruments, --missing and --melody in [0, 1]",
             file=sys.stderr,
         )
         return 2
@@ -1029,6 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.instruments,
                     args.pool,
                     args.missing,
+                    args.melody,
                 )
             )
     batches = [todo[k : k + args.batch] for k in range(0, len(todo), args.batch)]

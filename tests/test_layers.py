@@ -1,7 +1,8 @@
 """Our convolution layers compute exactly what Keras's Conv1D / Conv1DTranspose compute.
 
-Every formulation ("native" dilated conv, "phase" space-to-batch, "keras" the plain layers'
-own computation), odd and even kernels, lengths that are not a multiple of the dilation.
+Every formulation ("native" dilated conv, "phase" space-to-batch, "taps" one product per
+tap inside the signal, "keras" the plain layers' own computation), odd and even kernels,
+lengths that are not a multiple of the dilation.
 Runs on every backend.
 """
 
@@ -15,6 +16,7 @@ from keras_sep.layers import (
     DilatedConv1DTranspose,
     LinearUpsample1D,
     auto_impl,
+    inside_share,
     on_accelerator,
     resolve_impl,
     same_padding,
@@ -34,7 +36,7 @@ CASES = [
     (15, 2, 3),
 ]
 
-IMPLS = ["native", "phase", "keras"]
+IMPLS = ["native", "phase", "taps", "keras"]
 # TF's CPU kernel refuses dilated transposed convolutions ("Current CPU implementations do
 # not yet support dilation rates larger than 1"): the reason this layer exists. So the
 # plain layers' own computation is compared there only where it runs.
@@ -75,18 +77,31 @@ def copy_of(reference, ours_cls, x, **kwargs):
     return ours
 
 
+def formulations(impl: str) -> list[tuple[float, float]]:
+    """(TAPS_BELOW, TAP_INSIDE) to run ``impl`` at: for "taps", as chosen, every dilated
+    layer tap by tap with the inner taps native, and every tap a product."""
+    return [(0.6, 0.5), (1.01, 0.5), (1.01, 1.01)] if impl == "taps" else [(0.6, 0.5)]
+
+
+def run_as(monkeypatch, below: float, inside: float) -> None:
+    monkeypatch.setattr("keras_sep.layers.TAPS_BELOW", below)
+    monkeypatch.setattr("keras_sep.layers.TAP_INSIDE", inside)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("k,d,t", CASES)
-def test_conv_matches_keras_conv1d(k, d, t, impl):
+def test_conv_matches_keras_conv1d(k, d, t, impl, monkeypatch):
     x = np.random.default_rng(k * 100 + d + t).standard_normal((2, t, 3)).astype("float32")
     reference = keras.layers.Conv1D(4, k, padding="same", dilation_rate=d)
     expected = numpy(reference(x))
     ours = copy_of(reference, DilatedConv1D, x, impl=impl)
-    np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
+    for below, inside in formulations(impl):
+        run_as(monkeypatch, below, inside)
+        np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("k,d,t,impl", TRANSPOSE_CASES)
-def test_transpose_matches_keras_conv1d_transpose(k, d, t, impl):
+def test_transpose_matches_keras_conv1d_transpose(k, d, t, impl, monkeypatch):
     x = np.random.default_rng(k * 100 + d + t).standard_normal((2, t, 3)).astype("float32")
     reference = keras.layers.Conv1DTranspose(4, k, padding="same", dilation_rate=d)
     reference.build(x.shape)
@@ -100,7 +115,9 @@ def test_transpose_matches_keras_conv1d_transpose(k, d, t, impl):
             conv_transpose_reference(x, kernel, bias, d), expected, atol=1e-5
         )
     ours = copy_of(reference, DilatedConv1DTranspose, x, impl=impl)
-    np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
+    for below, inside in formulations(impl):
+        run_as(monkeypatch, below, inside)
+        np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
 
 
 def test_activation_and_serialization():
@@ -120,6 +137,7 @@ def test_impl_resolution():
     assert resolve_impl("phase", 4) == "phase"
     assert resolve_impl("native", 4) == "native"
     assert resolve_impl("keras", 4) == "keras"
+    assert resolve_impl("taps", 1) == "native" and resolve_impl("taps", 4) == "taps"
     for d in (1, 4):
         assert resolve_impl("auto", d) == auto_impl(BACKEND, on_accelerator(), d)
     with pytest.raises(ValueError, match="conv impl"):
@@ -136,7 +154,8 @@ def test_impl_resolution():
         ("torch", True, 1, "keras"),
         ("torch", False, 4, "keras"),
         ("tensorflow", True, 4, "native"),
-        ("tensorflow", False, 4, "native"),  # runs where the plain transposed layer cannot
+        ("tensorflow", False, 4, "taps"),  # skips what wide dilations read of the padding
+        ("tensorflow", False, 1, "native"),  # runs where the plain transposed layer cannot
     ],
 )
 def test_auto_picks_per_backend_device_and_layer(backend, accelerated, dilation, expected):
@@ -151,3 +170,12 @@ def test_decimate_and_linear_upsample():
     np.testing.assert_array_equal(up[0, ::2], x[0])  # original samples kept
     np.testing.assert_array_equal(up[0, 1:-1:2], (x[0, :-1] + x[0, 1:]) / 2)  # midpoints
     np.testing.assert_array_equal(up[0, -1], x[0, -1])  # edge repeats
+
+
+def test_inside_share_counts_the_multiply_adds_that_read_the_signal():
+    same = same_padding(15, 4096)
+    # The paper DDU's dilation-4096 layers at 16384 samples: taps 0, +-1, +-2, +-3 read
+    # 16384, 12288, 8192 and 4096 samples inside; the 8 outer taps only padding.
+    assert inside_share(15, 4096, same, 16384) == pytest.approx((16384 + 2 * 24576) / (15 * 16384))
+    assert inside_share(15, 1, (7, 7), 16384) == pytest.approx(1 - 56 / (15 * 16384))
+    assert inside_share(5, 100, (200, 200), 3) == pytest.approx(1 / 5)  # the centre tap alone

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from keras_sep.models import SeparationModel
 
 OPSET = 17
+# The oldest opset whose operators this graph uses as written (Unsqueeze's axes as an input).
+MIN_OPSET = 13
 # keras.activations.leaky_relu's default negative slope, which the Keras layers use.
 LEAKY_SLOPE = 0.2
 # "To the end" for Slice.
@@ -91,9 +93,10 @@ def _upsample(g: _Graph, x: str) -> str:
     return g.op("Reshape", [interleaved, shape])
 
 
-def wave_u_net_graph(model: SeparationModel):
+def wave_u_net_graph(model: SeparationModel, opset: int = OPSET):
     """The ONNX ``ModelProto`` of a Keras Wave-U-Net ``SeparationModel``: input
-    ``mixture`` (batch, time, channels), one output per source, named after it."""
+    ``mixture`` (batch, time, channels), one output per source, named after it; ``opset``
+    from ``MIN_OPSET`` on."""
     cfg = model.arch_config
     g = _Graph()
     helper = g.onnx.helper
@@ -129,6 +132,6 @@ def wave_u_net_graph(model: SeparationModel):
     graph = helper.make_graph(
         g.nodes, "wave_u_net", [value("mixture")], [value(s) for s in cfg.sources], g.constants
     )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     g.onnx.checker.check_model(proto)
     return proto

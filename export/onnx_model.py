@@ -1,8 +1,11 @@
-"""ONNX: the Keras model's forward pass converted with tf2onnx, run with ONNX Runtime.
+"""ONNX: the Keras model's forward pass as an ONNX graph, run with ONNX Runtime.
 
-tf2onnx is what ``keras.Model.export(format="onnx")`` uses under TensorFlow; calling it
-directly lets us check the opset first and name the dynamic axes. Batch and time stay
-dynamic (named ``batch`` and ``time``); outputs keep the source names.
+A Wave-U-Net is written straight as ONNX (``onnx_graph.py``: channels first, 35% faster
+under ONNX Runtime than the converted graph); the dilated models, and a Wave-U-Net below
+opset 13, are converted with tf2onnx, what ``keras.Model.export(format="onnx")`` uses
+under TensorFlow; calling it directly lets us check the opset first and name the dynamic
+axes. Batch and time stay dynamic (named ``batch`` and ``time``); outputs keep the source
+names.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from keras_sep.errors import ExportError, UsageError, require
 from keras_sep.serving import OnnxRunner  # noqa: F401  (export's runner of model.onnx)
 
 from .checks import first_line
+from .onnx_graph import MIN_OPSET as GRAPH_MIN_OPSET
 from .onnx_graph import wave_u_net_graph
 
 if TYPE_CHECKING:
@@ -54,6 +58,11 @@ def convert_onnx(
 ) -> Path:
     """Write ``model`` (a ``SeparationModel``) as an ONNX file at ``opset``."""
     check_opset(opset)
+    if isinstance(model.arch_config, WaveUNetConfig) and opset >= GRAPH_MIN_OPSET:
+        # Written straight as ONNX: faster under ONNX Runtime than tf2onnx's graph.
+        path = Path(path)
+        require("onnx", "ONNX export").save(wave_u_net_graph(model, opset), str(path))
+        return path
     tf = require("tensorflow", "ONNX export")
     tf2onnx = require("tf2onnx", "ONNX export")
     onnx = require("onnx", "ONNX export")
@@ -92,11 +101,8 @@ def write_onnx_copy(folder: str | os.PathLike) -> Path:
     onnx = require("onnx", "ONNX export")
     path = Path(folder) / ONNX_FILE
     model = keras_sep.load(folder, conv_impl="native")
-    if isinstance(model.arch_config, WaveUNetConfig):  # our own graph: faster (onnx_graph.py)
-        proto = wave_u_net_graph(model)
-    else:
-        convert_onnx(model, path)
-        proto = onnx.load(str(path))
+    convert_onnx(model, path)
+    proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = WEIGHTS_KEY, weights_digest(folder)
     onnx.save(proto, str(path))

@@ -44,3 +44,25 @@ def test_the_graph_gives_the_keras_models_stems(overrides):
         assert stems[source].shape == x.shape
         assert np.max(np.abs(stems[source] - np.asarray(expected[source]))) < 1e-5
     assert max(float(np.std(v)) for v in stems.values()) > 1e-3  # not a constant
+
+
+def test_export_writes_the_graph_from_opset_13_and_converts_below(tmp_path):
+    import onnx
+
+    from keras_sep.export.onnx_model import convert_onnx
+
+    model = keras_sep.build("wave_u_net", preset="tiny")
+    cfg = model.arch_config
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, (2, cfg.valid_length(500), cfg.channels))
+    x = x.astype(np.float32)
+    expected = model.predict_on_batch(x)
+    transposes = {}
+    for opset in (13, 12):
+        proto = onnx.load(str(convert_onnx(model, tmp_path / f"m{opset}.onnx", opset)))
+        assert proto.opset_import[0].version == opset
+        transposes[opset] = sum(node.op_type == "Transpose" for node in proto.graph.node)
+        stems = run_graph(proto, x)
+        for source in cfg.sources:
+            assert np.max(np.abs(stems[source] - np.asarray(expected[source]))) < 1e-5
+    assert transposes[13] == 1 + len(cfg.sources)  # ours: in and out only
+    assert transposes[12] > transposes[13]  # tf2onnx's: around the convolutions

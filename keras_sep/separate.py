@@ -42,11 +42,13 @@ DEFAULT_OVERLAP = 0.0625
 # Segments per model call when none is asked for: see ``default_batch_size``.
 DEFAULT_BATCH_SIZE = 4
 DILATED_BATCH_SIZE = 2
-# Model calls kept running at once for a model whose TTA views share one call (a
-# Wave-U-Net's calls are small: with two at once, one's memory-bound layers overlap the
-# other's convolutions and the overlap-add) and which says it takes calls from several
-# threads (``parallel_calls``). The bundled model, 2 cores, TensorFlow's default threads:
-# 6.9 ms a segment instead of 7.7 in float32, 4.0 instead of 4.6 in bfloat16.
+# Model calls kept running at once for a model that says it takes calls from several
+# threads (``parallel_calls``): while one call is in a memory-bound layer (a Wave-U-Net's
+# small layers, a dense block's concatenations) or between layers, the other computes, and
+# one call's overlap-add runs beside the next. 2 cores, TensorFlow's default threads: the
+# bundled model 6.9 ms a segment instead of 7.7 in float32, 4.0 instead of 4.6 in bfloat16;
+# the paper DDU (batch 2) 0.979 s a segment instead of 1.022 with oneDNN held to AVX2,
+# 0.593 instead of 0.632 with AVX-512, for twice the activations held.
 CALLS_AT_ONCE = 2
 # A segment whose mixture peaks below -120 dBFS is digital silence: the model is not run
 # on it (its biases would make up -26 dBFS of noise) and its stems are silent.
@@ -133,10 +135,10 @@ def views_together(cfg: BaseConfig) -> bool:
     return isinstance(cfg, WaveUNetConfig)
 
 
-def calls_at_once(cfg: BaseConfig, parallel: bool) -> int:
-    """Model calls ``overlap_add`` keeps running at once for ``cfg``'s model: two for a
-    model whose views share one call, if it takes calls from several threads (``parallel``)."""
-    return CALLS_AT_ONCE if parallel and views_together(cfg) else 1
+def calls_at_once(parallel: bool) -> int:
+    """Model calls ``overlap_add`` keeps running at once: two for a model that takes calls
+    from several threads (``parallel``), else one."""
+    return CALLS_AT_ONCE if parallel else 1
 
 
 def default_batch_size(cfg: BaseConfig) -> int:
@@ -275,7 +277,7 @@ def overlap_add(
         _, _, batch, heard = prepared_batch
         return predict_views(model, batch, views, together) if any(heard) else {}
 
-    calls = calls_at_once(cfg, getattr(model, "parallel_calls", False))
+    calls = calls_at_once(getattr(model, "parallel_calls", False))
     try:
         for n, ((first, chunk, _, heard), estimates) in enumerate(
             in_order(prepared(), estimate, calls)

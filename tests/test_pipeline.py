@@ -108,10 +108,14 @@ def test_in_order_raises_a_call_error_and_starts_nothing_after_close():
     assert len(started) <= 3
 
 
-def test_two_model_calls_at_once_give_the_stems_of_one(monkeypatch):
-    """The bundled model (TensorFlow) takes two calls at once; one at a time is the same."""
-    model = keras_sep.load(keras_sep.DEFAULT_MODEL)
-    assert model.parallel_calls and separation.calls_at_once(model.arch_config, True) == 2
+@pytest.mark.parametrize("model", ["bundled", "dilated"])
+def test_two_model_calls_at_once_give_the_stems_of_one(monkeypatch, model):
+    """A model under TensorFlow takes two calls at once; one at a time gives the same."""
+    if model == "bundled":
+        model = keras_sep.load(keras_sep.DEFAULT_MODEL)
+    else:
+        model = keras_sep.build("dilated_dense", preset="tiny", segment_length=4096)
+    assert model.parallel_calls and separation.calls_at_once(True) == 2
     calls = []
     original = model.predict_on_batch
 

@@ -22,7 +22,7 @@ from keras_sep.files import RECORD
 from keras_sep.training import pipeline
 from keras_sep.training.config import load_config
 from keras_sep.training.distribute import CLUSTER_ENV, Cluster, Worker, validation_share
-from keras_sep.training.train import load_tracks, main, train
+from keras_sep.training.train import SILENT_SAMPLE, load_tracks, main, target_loss, train
 
 SECONDS = 3.0
 
@@ -188,6 +188,26 @@ def test_config_errors():
         load_config("demo_timbre", ["toy_missing=2"])
     cfg = load_config("demo_timbre")
     assert "timbre" in cfg.augmentations and cfg.missing_stems["vocals"] > 0
+    with pytest.raises(ConfigError, match="silent_target_weight must be positive"):
+        load_config("demo_timbre", ["silent_target_weight=0"])
+
+
+def test_silent_target_weight_weighs_only_the_silent_samples():
+    import keras
+
+    rng = np.random.default_rng(0)
+    y_true = rng.uniform(-0.5, 0.5, (3, 64, 2)).astype("float32")
+    y_true[1] = 0.0  # a missing stem
+    y_true[2, :16] = SILENT_SAMPLE / 2  # a rest, below -100 dBFS
+    y_pred = (y_true + rng.normal(0, 0.1, y_true.shape)).astype("float32")
+    plain = np.asarray(target_loss()(y_true, y_pred))
+    expected = np.asarray(keras.losses.MeanSquaredError(reduction=None)(y_true, y_pred))
+    np.testing.assert_allclose(plain, expected, rtol=1e-6)
+    weighted = np.asarray(target_loss(10.0)(y_true, y_pred))
+    np.testing.assert_allclose(weighted[0], plain[0], rtol=1e-6)  # nothing silent
+    np.testing.assert_allclose(weighted[1], 10 * plain[1], rtol=1e-5)  # all silent
+    np.testing.assert_allclose(weighted[2, :16], 10 * plain[2, :16], rtol=1e-5)
+    np.testing.assert_allclose(weighted[2, 16:], plain[2, 16:], rtol=1e-6)
 
 
 SMALL = [

@@ -71,6 +71,9 @@ class TrainConfig:
     # Source -> probability that it is silent in an example (whole segment or a section),
     # e.g. {vocals: 0.25, bass: 0.1}: the model learns to output silence for a missing stem.
     missing_stems: dict = field(default_factory=dict)
+    # Weight of the squared error where a target is silent (|sample| below -100 dBFS: a
+    # missing stem, a rest) against 1 elsewhere: above 1, leaking into an empty stem costs more.
+    silent_target_weight: float = 1.0
     silence_threshold_db: float | None = None  # skip segments with a quieter target
     valid_segments_per_track: int = 8
     # A root without validation songs (no musdb list match, no setup.yaml) holds out this
@@ -119,6 +122,7 @@ class TrainConfig:
             raise ConfigError(f"gain must be [min, max] with 0 < min <= max, got {self.gain}")
         positive = ("epochs", "batch_size", "valid_segments_per_track", "toy_seconds")
         positive += ("learning_rate", "workers", "steps_per_epoch", "early_stopping_patience")
+        positive += ("silent_target_weight",)
         for name in positive:
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -385,6 +385,25 @@ def choose_precision(setting: str) -> str | None:
     return "mixed_float16" if fp16 else "mixed_bfloat16"
 
 
+SILENT_SAMPLE = 1e-5  # -100 dBFS: below it a target sample counts as silence
+
+
+def target_loss(silent_weight: float = 1.0):
+    """Each source's loss: the mean squared error, with the samples where the target is
+    silent weighted ``silent_weight`` times (1: plain MSE, what Keras's "mse" computes)."""
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        error = ops.square(y_pred - y_true)
+        if silent_weight != 1.0:
+            silent = ops.cast(ops.abs(y_true) < SILENT_SAMPLE, error.dtype)
+            error = error * (1.0 + (silent_weight - 1.0) * silent)
+        return ops.mean(error, axis=-1)
+
+    loss.__name__ = "mse" if silent_weight == 1.0 else "silence_weighted_mse"
+    return loss
+
+
 def train(
     cfg: TrainConfig,
     out: Path,
@@ -511,7 +530,7 @@ def train(
         weight = 1.0 if cfg.loss_reduction == "sum" else 1.0 / len(model_cfg.sources)
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.learning_rate),
-            loss={s: "mse" for s in model_cfg.sources},
+            loss={s: target_loss(cfg.silent_target_weight) for s in model_cfg.sources},
             loss_weights={s: weight for s in model_cfg.sources},
             jit_compile=cfg.jit_compile,
         )

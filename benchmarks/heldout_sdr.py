@@ -7,12 +7,14 @@ rows, for each root. Plain SDR needs no BSSEval, so a table takes seconds per mo
 
 A stem that is absent from a song (all zeros: a song without vocals) has no SDR; it is left
 out of that stem's mean ("-" when no song has it), and for songs without vocals the script
-prints the vocals output's level against the mixture (dB, mean over those songs): how much
-a model leaks into a stem that should be silent.
+prints the vocals output's level against the mixture (dB, mean over those songs, a song
+whose output is silent counted at -100 dB; and the loudest song): how much a model leaks
+into a stem that should be silent.
 
     python benchmarks/heldout_sdr.py data/corpus data/produced --model bundled --model runs/demo
     python benchmarks/heldout_sdr.py data/produced --model runs/a --model runs/b --json out.json
     python benchmarks/heldout_sdr.py data/produced --tta 1 --tta 4   # test-time augmentation
+    python benchmarks/heldout_sdr.py data/novocals --gate model --gate off  # the level gate
 
 Make the produced songs with training/produce_songs.py.
 """
@@ -20,6 +22,7 @@ Make the produced songs with training/produce_songs.py.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -31,6 +34,11 @@ from keras_sep.baselines import MIXTURE, SILENCE, reference_estimates
 from keras_sep.data.tracks import musdb_tracks
 from keras_sep.metrics import is_silent, plain_sdr, relative_level_db
 from keras_sep.separate import DEFAULT_TTA, separate_waveform
+
+
+# A stem output this far below the mixture counts as silent: an exactly silent output (the
+# level gate's) would otherwise make the mean over songs -inf.
+LEVEL_FLOOR_DB = -100.0
 
 
 def table(tracks, systems: dict) -> tuple[dict, dict]:
@@ -45,11 +53,16 @@ def table(tracks, systems: dict) -> tuple[dict, dict]:
             estimates = estimate(track)
             for s, reference in track.sources.items():
                 if is_silent(reference):
-                    levels[s].append(relative_level_db(estimates[s], track.mixture))
+                    level = relative_level_db(estimates[s], track.mixture)
+                    levels[s].append(max(LEVEL_FLOOR_DB, level))
                 else:
                     scores[s].append(plain_sdr(reference, estimates[s]))
         rows[name] = {s: float(np.mean(v)) if v else float("nan") for s, v in scores.items()}
-        leaks[name] = {s: (float(np.mean(v)), len(v)) for s, v in levels.items() if v}
+        leaks[name] = {
+            s: (float(np.mean(v)), len(v), float(np.max(v)), sum(x <= LEVEL_FLOOR_DB for x in v))
+            for s, v in levels.items()
+            if v
+        }
     return rows, leaks
 
 
@@ -69,9 +82,17 @@ def main() -> None:
         action="append",
         help=f"test-time augmentation passes, 1 to 4 (repeat: a row each; default {DEFAULT_TTA})",
     )
+    p.add_argument(
+        "--gate",
+        choices=["model", "off"],
+        action="append",
+        help="the model folder's level gate (keras_sep/gate.py) or none (repeat: a row each; "
+        "default: model, what separate does)",
+    )
     p.add_argument("--json", help="also write the tables here")
     args = p.parse_args()
     passes = args.tta or [DEFAULT_TTA]
+    gates = args.gate or ["model"]
     models = {
         m: keras_sep.load(keras_sep.DEFAULT_MODEL if m == "bundled" else m)
         for m in args.model or ["bundled"]
@@ -81,10 +102,12 @@ def main() -> None:
         tracks = list(musdb_tracks(root, "test"))
         systems = {r: (lambda t, r=r: reference_estimates(r, t)) for r in (MIXTURE, SILENCE)}
         for name, model in models.items():
-            for tta in passes:
-                label = name if len(passes) == 1 else f"{name}, tta {tta}"
-                systems[label] = lambda t, m=model, n=tta: (
-                    separate_waveform(m, t.mixture, t.rate, tta=n).stems
+            for tta, gate in itertools.product(passes, gates):
+                label = name + (f", tta {tta}" if len(passes) > 1 else "")
+                label += f", gate {gate}" if len(gates) > 1 else ""
+                kept = {} if gate == "model" else {"gate": None}
+                systems[label] = lambda t, m=model, n=tta, k=kept: (
+                    separate_waveform(m, t.mixture, t.rate, tta=n, **k).stems
                 )
         started = time.perf_counter()
         rows, leaks = table(tracks, systems)
@@ -103,7 +126,11 @@ def main() -> None:
             print(f"\n{s} output on the {count} songs without {s}, dB against the mixture:")
             for name, leak in leaks.items():
                 if name != SILENCE:
-                    print(f"| {name} | {leak[s][0]:.1f} dB |")
+                    mean, count, loudest, silent = leak[s]
+                    print(
+                        f"| {name} | {mean:.1f} dB (loudest song {loudest:.1f} dB; "
+                        f"{silent} of {count} silent) |"
+                    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

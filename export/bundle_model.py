@@ -13,6 +13,7 @@ replaced atomically. It also gets ``model.onnx``, an ONNX copy of the same weigh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from keras_sep.errors import command  # noqa: E402
 from keras_sep.export.onnx_model import write_onnx_copy  # noqa: E402
 from keras_sep.files import staged_dir  # noqa: E402
 from keras_sep.folder import CONFIG_FILE, WEIGHTS_FILE, read_info  # noqa: E402
+from keras_sep.gate import Gate  # noqa: E402
 
 BUNDLED = Path(__file__).resolve().parent.parent / "keras_sep" / "pretrained" / "demo"
 
@@ -42,9 +44,14 @@ def strip_paths(value: Any) -> Any:
     return value
 
 
-def bundle(run: str | os.PathLike, dest: str | os.PathLike = BUNDLED) -> Path:
-    """Copy the model folder ``run`` to ``dest`` with its recorded paths stripped."""
+def bundle(
+    run: str | os.PathLike, dest: str | os.PathLike = BUNDLED, gate: Gate | None = None
+) -> Path:
+    """Copy the model folder ``run`` to ``dest`` with its recorded paths stripped; with
+    ``gate``, its config names that level gate (``keras_sep.gate``) for separate to apply."""
     info = strip_paths(read_info(run))
+    if gate is not None:
+        info["gate"] = dataclasses.asdict(gate)
     with staged_dir(dest) as staging:
         shutil.copyfile(Path(run) / WEIGHTS_FILE, staging / WEIGHTS_FILE)
         (staging / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -57,8 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="run or model folder to bundle")
     p.add_argument("--dest", default=str(BUNDLED), help="default: the bundled demo model")
+    p.add_argument(
+        "--gate-db",
+        type=float,
+        metavar="DB",
+        help="name a level gate in the copy's config: vocals, drums and bass faded out "
+        "where they stay DB below the mixture over 3 s, silent 6 dB further down, into "
+        "other (keras_sep/gate.py)",
+    )
     args = p.parse_args(argv)
-    print(f"bundled {args.run} as {bundle(args.run, args.dest)}")
+    gate = None if args.gate_db is None else Gate(threshold_db=args.gate_db)
+    print(f"bundled {args.run} as {bundle(args.run, args.dest, gate)}")
     return 0
 
 

@@ -210,6 +210,13 @@ def _add_separate(sub) -> None:
         "and torch, not JAX). Decoding and writing run beside it in two threads of their own",
     )
     add_tta_argument(p)
+    p.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="write the stems exactly as the model gives them (by default a model folder may "
+        "name a level gate: the bundled model's silences vocals wherever they stay far below "
+        "the mixture for seconds, a leak, and moves that into other)",
+    )
     add_precision_argument(p)
     p.add_argument(
         "--plot",
@@ -381,6 +388,7 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
                         overlap=args.overlap,
                         batch_size=args.batch_size,
                         tta=args.tta,
+                        **({"gate": None} if args.no_gate else {}),
                         overwrite=args.overwrite,
                         progress=bar.child("segments", unit="batch").callback,
                     )

@@ -34,6 +34,7 @@ from keras_sep.audio import (
 )
 from keras_sep.config import BaseConfig, WaveUNetConfig
 from keras_sep.errors import AudioWarning
+from keras_sep.gate import MODEL_GATE, Gate, model_gate
 from keras_sep.threads import background, in_order
 
 # 1024 samples (46 ms) of crossfade per 16384-sample segment: overlap costs 1/(1-0.0625),
@@ -316,14 +317,26 @@ def overlap_add(
         close()
 
 
-def _run_plan(model: Predictor, read: Callable[[int, int], np.ndarray], total: int, **kwargs: Any):
+def _run_plan(
+    model: Predictor,
+    read: Callable[[int, int], np.ndarray],
+    total: int,
+    gate: Gate | None | str = MODEL_GATE,
+    **kwargs: Any,
+):
     """``overlap_add``, or the model's own executor of the plan (``separate_blocks``, same
     arguments) when it has one: the TF Serving client sends whole songs to the SavedModel's
-    ``separate_song`` signature, which runs the same plan in its graph."""
+    ``separate_song`` signature, which runs the same plan in its graph. Then ``gate``
+    (``keras_sep.gate``): the model folder's own (``MODEL_GATE``, the default), a ``Gate``,
+    or None for the stems exactly as the model gives them."""
     own = getattr(model, "separate_blocks", None)
     if own is not None:
-        return own(read, total, **kwargs)
-    return overlap_add(model, read, total, **kwargs)
+        blocks = own(read, total, **kwargs)
+    else:
+        blocks = overlap_add(model, read, total, **kwargs)
+    if gate == MODEL_GATE:
+        gate = model_gate(model)
+    return blocks if gate is None else gate.apply(blocks, model.arch_config.sample_rate)
 
 
 def _collect(blocks: Iterator[dict[str, np.ndarray]], total: int) -> dict[str, np.ndarray]:
@@ -349,6 +362,7 @@ def separate(
     progress: Progress = False,
     precision: str | None = None,
     tta: int = DEFAULT_TTA,
+    gate: Gate | None | str = MODEL_GATE,
 ) -> dict[str, np.ndarray]:
     """Separate ``mixture`` (time, channels) float32 at the model's sample rate.
 
@@ -359,7 +373,8 @@ def separate(
     returning its input reconstructs the input exactly. Segments of digital silence are
     not run and give silence. ``progress`` shows a progress bar (a string labels it) or,
     if callable, is called with (batches done, batches in all). ``precision``, ``tta``:
-    see ``overlap_add``.
+    see ``overlap_add``. ``gate``: the model folder's level gate (the default), a
+    ``keras_sep.gate.Gate``, or None for the stems exactly as the model gives them.
     Returns one (time, channels) float32 array per source, in the model's source order.
     """
     cfg = model.arch_config
@@ -376,6 +391,7 @@ def separate(
         progress=progress,
         precision=precision,
         tta=tta,
+        gate=gate,
     )
     return _collect(blocks, len(mixture))
 

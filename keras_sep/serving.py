@@ -149,6 +149,8 @@ class ExportedModel:
         self.manifest = dict(manifest)
         self.arch_config = manifest_config(manifest)
         self.input_name = manifest.get("input", {}).get("name", "mixture")
+        # The model folder's level gate, which separate applies (keras_sep/gate.py).
+        self.folder_info = {"gate": manifest["gate"]} if manifest.get("gate") else {}
 
     @property
     def sources(self) -> tuple[str, ...]:

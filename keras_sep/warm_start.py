@@ -35,7 +35,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from keras_sep.folder import WEIGHTS_FILE, read_config
+from keras_sep.folder import WEIGHTS_FILE, read_config, read_info
 from keras_sep.separate import CALLS_AT_ONCE
 from keras_sep.threads import usable_cores
 
@@ -83,6 +83,7 @@ def onnx_runner(folder: str | os.PathLike, threads: int | None = None):
     except Exception:  # no ONNX Runtime, or a damaged file: Keras runs the model instead
         return None
     runner.parallel_calls = True
+    runner.folder_info = read_info(folder)  # what the Keras model would know, its gate
     made_from = runner.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
     return runner if made_from == weights_digest(folder) else None
 

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 import keras_sep
+from keras_sep.gate import Gate, model_gate
 from keras_sep.audio import resample
 from keras_sep.cli import main
 from keras_sep.data import toy
@@ -179,6 +180,9 @@ def test_bundling_a_run_strips_its_paths(tmp_path):
     assert info["training"] == {"data": ["toy", "data/corpus"], "held_out": {"x/songs": ["a"]}}
     weights = [(p / "model.weights.h5").read_bytes() for p in (run, tmp_path / "demo")]
     assert weights[0] == weights[1]
+    assert "gate" not in info
+    assert bundle_main([str(run), "--dest", str(tmp_path / "gated"), "--gate-db", "-14"]) == 0
+    assert model_gate(keras_sep.load(tmp_path / "gated")) == Gate(threshold_db=-14.0)
 
 
 @pytest.mark.slow

@@ -293,3 +293,23 @@ def test_tta_beyond_a_mono_models_views_is_a_usage_error():
     check_tta(2, [Mono()])
     with pytest.raises(UsageError, match="--tta: tta must be from 1 to 2 for 1 channel"):
         check_tta(3, [Mono()])
+
+
+def test_a_folders_gate_applies_unless_no_gate(tmp_path, capsys, model_folder):
+    import json
+    import shutil
+
+    gated = tmp_path / "gated"
+    shutil.copytree(model_folder, gated)
+    config = json.loads((gated / "config.json").read_text())
+    # A gate so strict that no vocals pass: the vocals stem must come out silent.
+    config["gate"] = {"stems": ["vocals"], "threshold_db": 20.0, "window": 0.5}
+    (gated / "config.json").write_text(json.dumps(config))
+    mixture = song(tmp_path / "in" / "a.wav")
+    for option, out in (([], "on"), (["--no-gate"], "off")):
+        code, _, _ = separate(capsys, mixture, "--model", gated, "-o", tmp_path / out, *option)
+        assert code == 0
+    vocals = {k: read_audio(tmp_path / k / "a" / "vocals.wav")[0] for k in ("on", "off")}
+    assert not np.any(vocals["on"]) and np.abs(vocals["off"]).max() > 1e-3
+    others = {k: read_audio(tmp_path / k / "a" / "other.wav")[0] for k in ("on", "off")}
+    np.testing.assert_allclose(others["on"], others["off"] + vocals["off"], atol=2 / 2**15)

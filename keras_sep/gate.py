@@ -1,0 +1,104 @@
+"""A level gate for stems that should be silent: where a stem's output stays far below the
+mixture for seconds on end, it is leakage, not a part that plays.
+
+A separator trained on songs that mostly have singing never quite outputs silence for a
+song without it: the bundled model's vocals output on songs with no singing sits about
+14.5 dB below the mixture (docs/separation.md), an audible murmur of the other parts.
+``Gate`` measures each gated stem's level against the mixture over a sliding window of a
+few seconds and fades the stem out where that level is under ``threshold_db``, fully
+``ramp_db`` below it; what it removes goes to ``into`` (the residual stem, "other"), so
+the stems still sum to what the model gave. A stem that plays is rarely that quiet
+against the whole mixture for that long, so singing is left alone.
+
+The gate streams: it holds half a window of lookahead, and the stems it gives for a song
+are the same however the song arrives in blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+TINY = 1e-20  # energy floor: silence against silence is "not quiet", so it is left alone
+# ``gate`` for separate: whatever the model folder's config.json names ("gate"), if anything.
+MODEL_GATE = "model"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Which stems to gate, into which stem, and how (seconds, dB against the mixture)."""
+
+    stems: tuple[str, ...] = ("vocals", "drums", "bass")
+    into: str = "other"
+    window: float = 3.0
+    threshold_db: float = -14.0
+    ramp_db: float = 6.0
+
+    def gain(self, stem_energy: np.ndarray, mixture_energy: np.ndarray) -> np.ndarray:
+        """Gains from 0 to 1 for windowed energies: 1 from ``threshold_db`` against the
+        mixture up, 0 from ``ramp_db`` below that down, linear in dB between."""
+        level = 10 * np.log10((stem_energy + TINY) / (mixture_energy + TINY))
+        return np.clip((level - self.threshold_db) / self.ramp_db + 1.0, 0.0, 1.0)
+
+    def apply(self, blocks: Iterator[dict[str, np.ndarray]], rate: int) -> Iterator[dict]:
+        """Gate consecutive stem blocks (each source -> (samples, channels)) at ``rate``.
+
+        The mixture is the sum of the stems. Sample i's window spans
+        [i - window/2, i + window/2), cut at the song's ends.
+        """
+        width = max(1, round(self.window * rate))
+        before, after = width // 2, width - width // 2
+        held: dict[str, np.ndarray] | None = None  # stems not yet given out
+        energy: dict[str, np.ndarray] = {}  # per sample, from ``before`` ahead of ``held``
+        context = 0  # samples of energy kept ahead of ``held``
+
+        def release(count: int, end: bool) -> dict[str, np.ndarray]:
+            nonlocal held, energy, context
+            length = len(energy["mixture"])
+            sums = {k: np.concatenate([[0.0], np.cumsum(e)]) for k, e in energy.items()}
+            centre = context + np.arange(count)
+            lo = np.maximum(centre - before, 0)
+            hi = np.minimum(centre + after, length) if end else centre + after
+            out = {s: v[:count].copy() for s, v in held.items()}
+            for s in self.stems:
+                g = self.gain(sums[s][hi] - sums[s][lo], sums["mixture"][hi] - sums["mixture"][lo])
+                g = g[:, None].astype(np.float32)
+                out[self.into] += (1 - g) * out[s]
+                out[s] *= g
+            held = {s: v[count:] for s, v in held.items()}
+            drop = max(0, context + count - before)
+            energy = {k: e[drop:] for k, e in energy.items()}
+            context = context + count - drop
+            return out
+
+        for block in blocks:
+            if held is None:
+                missing = sorted({*self.stems, self.into} - set(block))
+                if missing:
+                    raise ValueError(f"the gate needs stems {missing}, got {sorted(block)}")
+                held = {s: np.zeros((0, v.shape[1]), np.float32) for s, v in block.items()}
+                energy = {k: np.zeros(0) for k in (*self.stems, "mixture")}
+            held = {s: np.concatenate([held[s], np.asarray(v, np.float32)]) for s, v in block.items()}
+            mixture = sum(np.asarray(v, np.float64) for v in block.values())
+            new = {s: np.sum(np.square(block[s], dtype=np.float64), axis=1) for s in self.stems}
+            new["mixture"] = np.sum(np.square(mixture), axis=1)
+            energy = {k: np.concatenate([energy[k], new[k]]) for k in energy}
+            ready = len(energy["mixture"]) - context - after + 1  # windows wholly here
+            if ready > 0:
+                yield release(min(ready, len(next(iter(held.values())))), end=False)
+        if held is not None and len(next(iter(held.values()))):
+            yield release(len(next(iter(held.values()))), end=True)
+
+
+def model_gate(model: Any) -> Gate | None:
+    """The gate a loaded model's folder names in its config.json (``"gate": {...}``, the
+    fields of ``Gate``), if it names one and the model has those stems; else None."""
+    settings = (getattr(model, "folder_info", None) or {}).get("gate")
+    if not settings:
+        return None
+    gate = Gate(**{**settings, "stems": tuple(settings.get("stems", Gate.stems))})
+    sources = set(model.arch_config.sources)
+    return gate if {*gate.stems, gate.into} <= sources else None

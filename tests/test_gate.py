@@ -47,8 +47,8 @@ def test_blocks_of_any_size_give_the_stems_of_the_whole_song(sizes):
     cuts = [c for c in np.cumsum(sizes) if c < len(x["vocals"])]
     parts = np.split(np.arange(len(x["vocals"])), cuts)
     streamed = gated(Gate(window=3.0), [{s: v[p] for s, v in x.items()} for p in parts])
-    for s in SOURCES:
-        np.testing.assert_array_equal(streamed[s], whole[s])
+    for s in SOURCES:  # the same but for float64 rounding of the running energy sums
+        np.testing.assert_allclose(streamed[s], whole[s], rtol=0, atol=1e-6)
 
 
 def test_gain_is_a_ramp_in_decibels():

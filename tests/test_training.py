@@ -210,6 +210,21 @@ def test_silent_target_weight_weighs_only_the_silent_samples():
     np.testing.assert_allclose(weighted[2, 16:], plain[2, 16:], rtol=1e-6)
 
 
+def test_silent_target_span_segment_weighs_only_wholly_silent_targets():
+    rng = np.random.default_rng(1)
+    y_true = rng.uniform(-0.5, 0.5, (2, 64, 2)).astype("float32")
+    y_true[0] = 0.0  # a missing stem
+    y_true[1, :48] = 0.0  # a rest: most of the segment, not all of it
+    y_pred = (y_true + rng.normal(0, 0.1, y_true.shape)).astype("float32")
+    plain = np.asarray(target_loss()(y_true, y_pred))
+    weighted = np.asarray(target_loss(10.0, "segment")(y_true, y_pred))
+    np.testing.assert_allclose(weighted[0], 10 * plain[0], rtol=1e-5)
+    np.testing.assert_allclose(weighted[1], plain[1], rtol=1e-6)
+    with pytest.raises(ConfigError, match="silent_target_span must be one of"):
+        load_config("demo_timbre", ["silent_target_span=rests"])
+    assert load_config("demo_timbre", ["silent_target_span=segment"]).silent_target_span == "segment"
+
+
 SMALL = [
     "preset=tiny",
     "toy_songs=3",

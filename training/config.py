@@ -74,6 +74,9 @@ class TrainConfig:
     # Weight of the squared error where a target is silent (|sample| below -100 dBFS: a
     # missing stem, a rest) against 1 elsewhere: above 1, leaking into an empty stem costs more.
     silent_target_weight: float = 1.0
+    # What counts as silent: "sample" (every silent sample, rests inside a stem included) or
+    # "segment" (a target silent over the whole training segment: a missing stem).
+    silent_target_span: str = "sample"
     silence_threshold_db: float | None = None  # skip segments with a quieter target
     valid_segments_per_track: int = 8
     # A root without validation songs (no musdb list match, no setup.yaml) holds out this
@@ -109,6 +112,7 @@ class TrainConfig:
             "strategy": STRATEGIES,
             "loss_reduction": ("sum", "mean"),
             "jit_compile": ("auto", True, False),
+            "silent_target_span": ("sample", "segment"),
         }
         for name, valid in checks.items():
             if getattr(self, name) not in valid:

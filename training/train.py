@@ -388,15 +388,23 @@ def choose_precision(setting: str) -> str | None:
 SILENT_SAMPLE = 1e-5  # -100 dBFS: below it a target sample counts as silence
 
 
-def target_loss(silent_weight: float = 1.0):
-    """Each source's loss: the mean squared error, with the samples where the target is
-    silent weighted ``silent_weight`` times (1: plain MSE, what Keras's "mse" computes)."""
+def target_loss(silent_weight: float = 1.0, span: str = "sample"):
+    """Each source's loss: the mean squared error, with the silent parts of the target
+    weighted ``silent_weight`` times (1: plain MSE, what Keras's "mse" computes).
+
+    ``span`` says what counts as silent: "sample", every sample below ``SILENT_SAMPLE`` (a
+    missing stem, and also every rest inside a stem that plays); "segment", a target silent
+    over the whole segment (a stem missing from the example, or a gap longer than it).
+    """
     from keras import ops
 
     def loss(y_true, y_pred):
         error = ops.square(y_pred - y_true)
         if silent_weight != 1.0:
-            silent = ops.cast(ops.abs(y_true) < SILENT_SAMPLE, error.dtype)
+            quiet = ops.abs(y_true) < SILENT_SAMPLE
+            if span == "segment":
+                quiet = ops.all(quiet, axis=(1, 2), keepdims=True)
+            silent = ops.cast(quiet, error.dtype)
             error = error * (1.0 + (silent_weight - 1.0) * silent)
         return ops.mean(error, axis=-1)
 
@@ -530,7 +538,10 @@ def train(
         weight = 1.0 if cfg.loss_reduction == "sum" else 1.0 / len(model_cfg.sources)
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.learning_rate),
-            loss={s: target_loss(cfg.silent_target_weight) for s in model_cfg.sources},
+            loss={
+                s: target_loss(cfg.silent_target_weight, cfg.silent_target_span)
+                for s in model_cfg.sources
+            },
             loss_weights={s: weight for s in model_cfg.sources},
             jit_compile=cfg.jit_compile,
         )

@@ -367,6 +367,10 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
                 print(f"note: --threads {args.threads} not applied: {why}", file=sys.stderr)
         model = keras_sep.load(folder, precision=args.precision)
     check_tta(args.tta, [model])
+    if not args.no_gate:
+        from keras_sep.gate import model_gate
+
+        model_gate(model)  # a bad "gate" in the folder's config fails here, before any work
     segment = round(args.segment * model.sample_rate) if args.segment else None
     out = Path(args.out)
     separated, audio_seconds, started = 0, 0.0, time.time()

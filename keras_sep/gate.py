@@ -19,10 +19,13 @@ also runs the overlap-add, beside the model.
 from __future__ import annotations
 
 from collections.abc import Iterator
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from keras_sep.errors import ModelFolderError
 
 TINY = 1e-20  # energy floor: silence against silence is "not quiet", so it is left alone
 # ``gate`` for separate: whatever the model folder's config.json names ("gate"), if anything.
@@ -38,6 +41,18 @@ class Gate:
     window: float = 3.0
     threshold_db: float = -14.0
     ramp_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        names = (self.stems,) if isinstance(self.stems, str) else self.stems
+        if not names or not all(isinstance(n, str) for n in (*names, self.into)):
+            raise ValueError(f"stems and into must name sources, got {self.stems!r}, {self.into!r}")
+        for name in ("window", "threshold_db", "ramp_db"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if not (self.window > 0 and self.ramp_db > 0):
+            raise ValueError(f"window and ramp_db must be positive, got {self.window}, {self.ramp_db}")
+        object.__setattr__(self, "stems", tuple(names))
 
     def gain(self, stem_energy: np.ndarray, mixture_energy: np.ndarray) -> np.ndarray:
         """Gains from 0 to 1 for windowed energies: 1 from ``threshold_db`` against the
@@ -111,6 +126,13 @@ def model_gate(model: Any) -> Gate | None:
     settings = (getattr(model, "folder_info", None) or {}).get("gate")
     if not settings:
         return None
-    gate = Gate(**{**settings, "stems": tuple(settings.get("stems", Gate.stems))})
+    try:
+        gate = Gate(**settings)
+    except (TypeError, ValueError) as e:
+        fields = ", ".join(f.name for f in dataclasses.fields(Gate))
+        raise ModelFolderError(
+            f"the model folder's config.json has a bad \"gate\" ({e}); give it {fields} "
+            "(keras_sep/gate.py), or remove it"
+        ) from None
     sources = set(model.arch_config.sources)
     return gate if {*gate.stems, gate.into} <= sources else None

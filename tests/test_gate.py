@@ -8,6 +8,7 @@ import pytest
 
 import keras_sep
 from keras_sep.config import WaveUNetConfig
+from keras_sep.errors import ModelFolderError
 from keras_sep.gate import Gate, model_gate
 from keras_sep.separate import separate
 
@@ -102,3 +103,13 @@ def test_model_gate_reads_the_folder_config(tmp_path):
     config["gate"]["stems"] = ["choir"]  # a stem the model does not have: no gate
     (folder / "config.json").write_text(json.dumps(config))
     assert model_gate(keras_sep.load(folder)) is None
+
+
+@pytest.mark.parametrize(
+    "bad", [{"window": "long"}, {"ramp_db": 0}, {"stems": []}, {"loudness": 3}, {"into": 5}]
+)
+def test_a_bad_gate_in_a_folder_is_a_one_line_model_folder_error(bad):
+    model = Leaky({"gate": bad})
+    with pytest.raises(ModelFolderError, match="bad \"gate\"") as e:
+        model_gate(model)
+    assert "\n" not in str(e.value)

@@ -313,3 +313,18 @@ def test_a_folders_gate_applies_unless_no_gate(tmp_path, capsys, model_folder):
     assert not np.any(vocals["on"]) and np.abs(vocals["off"]).max() > 1e-3
     others = {k: read_audio(tmp_path / k / "a" / "other.wav")[0] for k in ("on", "off")}
     np.testing.assert_allclose(others["on"], others["off"] + vocals["off"], atol=2 / 2**15)
+
+
+def test_a_bad_gate_in_the_folder_fails_before_any_work(tmp_path, capsys, model_folder):
+    import json
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model_folder, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["gate"] = {"window": -1}
+    (bad / "config.json").write_text(json.dumps(config))
+    mixture = song(tmp_path / "in" / "a.wav")
+    code, _, err = separate(capsys, mixture, "--model", bad, "-o", tmp_path / "out")
+    assert code == 1 and len(err) == 1 and 'bad "gate"' in err[0], err
+    assert not (tmp_path / "out").exists()

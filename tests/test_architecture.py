@@ -40,6 +40,7 @@ LAYERS = [
     ("models", ["keras_sep.models", "keras_sep.analysis"]),
     ("folder", ["keras_sep.folder"]),
     ("audio", ["keras_sep.audio"]),
+    ("gate", ["keras_sep.gate"]),
     ("separate", ["keras_sep.separate", "keras_sep.batch"]),
     ("api", ["keras_sep"]),  # the package root re-exports build, load, save, separate
     ("data", ["keras_sep.data"]),

@@ -35,7 +35,6 @@ from keras_sep.data.tracks import musdb_tracks
 from keras_sep.metrics import is_silent, plain_sdr, relative_level_db
 from keras_sep.separate import DEFAULT_TTA, separate_waveform
 
-
 # A stem output this far below the mixture counts as silent: an exactly silent output (the
 # level gate's) would otherwise make the mean over songs -inf.
 LEVEL_FLOOR_DB = -100.0

@@ -18,8 +18,8 @@ also runs the overlap-add, beside the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,9 @@ class Gate:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name} must be a number, got {value!r}")
         if not (self.window > 0 and self.ramp_db > 0):
-            raise ValueError(f"window and ramp_db must be positive, got {self.window}, {self.ramp_db}")
+            raise ValueError(
+                f"window and ramp_db must be positive, got {self.window}, {self.ramp_db}"
+            )
         object.__setattr__(self, "stems", tuple(names))
 
     def gain(self, stem_energy: np.ndarray, mixture_energy: np.ndarray) -> np.ndarray:
@@ -99,16 +101,19 @@ class Gate:
                     raise ValueError(f"the gate needs stems {missing}, got {sorted(block)}")
                 held = {s: np.zeros((0, v.shape[1]), np.float32) for s, v in block.items()}
                 sums = {k: np.zeros(1) for k in (*self.stems, "mixture")}
-            held = {s: np.concatenate([held[s], np.asarray(v, np.float32)]) for s, v in block.items()}
+            held = {
+                s: np.concatenate([held[s], np.asarray(v, np.float32)]) for s, v in block.items()
+            }
             mixture = sum(np.asarray(v, np.float64) for v in block.values())
             new = {s: _energy(np.asarray(block[s], np.float64)) for s in self.stems}
             new["mixture"] = _energy(mixture)
             sums = {k: np.concatenate([c, c[-1] + np.cumsum(new[k])]) for k, c in sums.items()}
-            ready = len(sums["mixture"]) - 1 - context - after + 1  # windows wholly here
+            # Samples whose windows are wholly here.
+            ready = min(len(held[self.into]), len(sums["mixture"]) - context - after)
             if ready > 0:
-                yield release(min(ready, len(next(iter(held.values())))), end=False)
-        if held is not None and len(next(iter(held.values()))):
-            yield release(len(next(iter(held.values()))), end=True)
+                yield release(ready, end=False)
+        if held is not None and len(held[self.into]):
+            yield release(len(held[self.into]), end=True)
 
 
 def _energy(x: np.ndarray) -> np.ndarray:
@@ -131,7 +136,7 @@ def model_gate(model: Any) -> Gate | None:
     except (TypeError, ValueError) as e:
         fields = ", ".join(f.name for f in dataclasses.fields(Gate))
         raise ModelFolderError(
-            f"the model folder's config.json has a bad \"gate\" ({e}); give it {fields} "
+            f'the model folder\'s config.json has a bad "gate" ({e}); give it {fields} '
             "(keras_sep/gate.py), or remove it"
         ) from None
     sources = set(model.arch_config.sources)

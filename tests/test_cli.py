@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 
 import keras_sep
-from keras_sep.gate import Gate, model_gate
 from keras_sep.audio import resample
 from keras_sep.cli import main
 from keras_sep.data import toy
 from keras_sep.files import RECORD
+from keras_sep.gate import Gate, model_gate
 from keras_sep.metrics import plain_sdr
 
 

@@ -110,6 +110,6 @@ def test_model_gate_reads_the_folder_config(tmp_path):
 )
 def test_a_bad_gate_in_a_folder_is_a_one_line_model_folder_error(bad):
     model = Leaky({"gate": bad})
-    with pytest.raises(ModelFolderError, match="bad \"gate\"") as e:
+    with pytest.raises(ModelFolderError, match='bad "gate"') as e:
         model_gate(model)
     assert "\n" not in str(e.value)

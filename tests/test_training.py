@@ -222,7 +222,9 @@ def test_silent_target_span_segment_weighs_only_wholly_silent_targets():
     np.testing.assert_allclose(weighted[1], plain[1], rtol=1e-6)
     with pytest.raises(ConfigError, match="silent_target_span must be one of"):
         load_config("demo_timbre", ["silent_target_span=rests"])
-    assert load_config("demo_timbre", ["silent_target_span=segment"]).silent_target_span == "segment"
+    assert (
+        load_config("demo_timbre", ["silent_target_span=segment"]).silent_target_span == "segment"
+    )
 
 
 SMALL = [

@@ -15,6 +15,7 @@ into a stem that should be silent.
     python benchmarks/heldout_sdr.py data/produced --model runs/a --model runs/b --json out.json
     python benchmarks/heldout_sdr.py data/produced --tta 1 --tta 4   # test-time augmentation
     python benchmarks/heldout_sdr.py data/novocals --gate model --gate off  # the level gate
+    python benchmarks/heldout_sdr.py data/produced --mask model --mask off  # the soft mask
 
 Make the produced songs with training/produce_songs.py.
 """
@@ -88,10 +89,18 @@ def main() -> None:
         help="the model folder's level gate (keras_sep/gate.py) or none (repeat: a row each; "
         "default: model, what separate does)",
     )
+    p.add_argument(
+        "--mask",
+        choices=["model", "off"],
+        action="append",
+        help="the model folder's soft mask (keras_sep/mask.py) or none (repeat: a row each; "
+        "default: model, what separate does)",
+    )
     p.add_argument("--json", help="also write the tables here")
     args = p.parse_args()
     passes = args.tta or [DEFAULT_TTA]
     gates = args.gate or ["model"]
+    masks = args.mask or ["model"]
     models = {
         m: keras_sep.load(keras_sep.DEFAULT_MODEL if m == "bundled" else m)
         for m in args.model or ["bundled"]
@@ -101,10 +110,11 @@ def main() -> None:
         tracks = list(musdb_tracks(root, "test"))
         systems = {r: (lambda t, r=r: reference_estimates(r, t)) for r in (MIXTURE, SILENCE)}
         for name, model in models.items():
-            for tta, gate in itertools.product(passes, gates):
+            for tta, gate, mask in itertools.product(passes, gates, masks):
                 label = name + (f", tta {tta}" if len(passes) > 1 else "")
+                label += f", mask {mask}" if len(masks) > 1 else ""
                 label += f", gate {gate}" if len(gates) > 1 else ""
-                kept = {} if gate == "model" else {"gate": None}
+                kept = {k: None for k, v in (("gate", gate), ("mask", mask)) if v == "off"}
                 systems[label] = lambda t, m=model, n=tta, k=kept: (
                     separate_waveform(m, t.mixture, t.rate, tta=n, **k).stems
                 )

@@ -25,6 +25,7 @@ import keras_sep
 from keras_sep.errors import ExportError, KerasSepError, UsageError, require
 from keras_sep.files import RECORD, check_free, staged_tree
 from keras_sep.folder import read_config
+from keras_sep.mask import FOLDER_STAGES
 from keras_sep.native_logs import native_logs_hidden, quiet_tensorflow_start
 from keras_sep.progress import Progress
 from keras_sep.separate import DEFAULT_TTA
@@ -208,8 +209,9 @@ def export_folder(
             if verify:
                 _verify(model, cfg, staging, manifest, bar, tell)
             manifest["model_folder"] = str(Path(folder).resolve())
-            if model.folder_info.get("gate"):  # the runners apply it as separate does
-                manifest["gate"] = model.folder_info["gate"]
+            for stage in FOLDER_STAGES:  # the runners apply them as separate does
+                if model.folder_info.get(stage):
+                    manifest[stage] = model.folder_info[stage]
             manifest["checksums"] = checksums(staging)
             # A plain write: staged_tree publishes it with the rest when the block ends.
             (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -330,8 +332,9 @@ def _verify_song(model, staging: Path, manifest: dict[str, Any], log) -> None:
         raise
     except Exception as e:
         raise ExportError(f"the {SONG_SIGNATURE} signature does not run: {first_line(e)}") from None
-    # The graph returns the model's stems; a level gate is the client's (ExportedModel).
-    error = max_abs_error(separate(model, x, gate=None, **kwargs), got)
+    # The graph returns the model's stems; a soft mask and a level gate are the client's
+    # (ExportedModel).
+    error = max_abs_error(separate(model, x, gate=None, mask=None, **kwargs), got)
     entry["song"]["max_abs_error"] = error
     log(f"saved_model {SONG_SIGNATURE}: max abs error vs keras_sep.separate {error:.2e}")
     if error > TOLERANCE["none"]:

@@ -29,6 +29,7 @@ from keras_sep.export.onnx_model import write_onnx_copy  # noqa: E402
 from keras_sep.files import staged_dir  # noqa: E402
 from keras_sep.folder import CONFIG_FILE, WEIGHTS_FILE, read_info  # noqa: E402
 from keras_sep.gate import Gate  # noqa: E402
+from keras_sep.mask import SoftMask  # noqa: E402
 
 BUNDLED = Path(__file__).resolve().parent.parent / "keras_sep" / "pretrained" / "demo"
 
@@ -45,13 +46,18 @@ def strip_paths(value: Any) -> Any:
 
 
 def bundle(
-    run: str | os.PathLike, dest: str | os.PathLike = BUNDLED, gate: Gate | None = None
+    run: str | os.PathLike,
+    dest: str | os.PathLike = BUNDLED,
+    gate: Gate | None = None,
+    mask: SoftMask | None = None,
 ) -> Path:
     """Copy the model folder ``run`` to ``dest`` with its recorded paths stripped; with
-    ``gate``, its config names that level gate (``keras_sep.gate``) for separate to apply."""
+    ``gate`` and ``mask``, its config names that level gate (``keras_sep.gate``) and soft
+    mask (``keras_sep.mask``) for separate to apply."""
     info = strip_paths(read_info(run))
-    if gate is not None:
-        info["gate"] = dataclasses.asdict(gate)
+    for key, stage in (("mask", mask), ("gate", gate)):
+        if stage is not None:
+            info[key] = dataclasses.asdict(stage)
     with staged_dir(dest) as staging:
         shutil.copyfile(Path(run) / WEIGHTS_FILE, staging / WEIGHTS_FILE)
         (staging / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -72,9 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         "where they stay DB below the mixture over 3 s, silent 6 dB further down, into "
         "other (keras_sep/gate.py)",
     )
+    p.add_argument(
+        "--mask-power",
+        type=float,
+        metavar="P",
+        help="name a soft mask in the copy's config: each stem gets the mixture's spectrum "
+        "in proportion to the stems' magnitudes to the power P, over 0.75 s frames "
+        "(keras_sep/mask.py)",
+    )
     args = p.parse_args(argv)
     gate = None if args.gate_db is None else Gate(threshold_db=args.gate_db)
-    print(f"bundled {args.run} as {bundle(args.run, args.dest, gate)}")
+    mask = None if args.mask_power is None else SoftMask(power=args.mask_power)
+    print(f"bundled {args.run} as {bundle(args.run, args.dest, gate, mask)}")
     return 0
 
 

@@ -217,6 +217,13 @@ def _add_separate(sub) -> None:
         "name a level gate: the bundled model's silences vocals wherever they stay far below "
         "the mixture for seconds, a leak, and moves that into other)",
     )
+    p.add_argument(
+        "--no-mask",
+        action="store_true",
+        help="no soft mask (by default a model folder may name one: the bundled model's gives "
+        "each stem the mixture's spectrum in proportion to the stems' magnitudes, which takes "
+        "out much of what leaks between them)",
+    )
     add_precision_argument(p)
     p.add_argument(
         "--plot",
@@ -371,6 +378,10 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
         from keras_sep.gate import model_gate
 
         model_gate(model)  # a bad "gate" in the folder's config fails here, before any work
+    if not args.no_mask:
+        from keras_sep.mask import model_mask
+
+        model_mask(model)  # as a bad "mask"
     segment = round(args.segment * model.sample_rate) if args.segment else None
     out = Path(args.out)
     separated, audio_seconds, started = 0, 0.0, time.time()
@@ -393,6 +404,7 @@ def _separate_songs(args, todo: list, wanted: list, names: list, failed: list):
                         batch_size=args.batch_size,
                         tta=args.tta,
                         **({"gate": None} if args.no_gate else {}),
+                        **({"mask": None} if args.no_mask else {}),
                         overwrite=args.overwrite,
                         progress=bar.child("segments", unit="batch").callback,
                     )

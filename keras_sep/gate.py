@@ -125,19 +125,27 @@ def _energy(x: np.ndarray) -> np.ndarray:
     return total
 
 
-def model_gate(model: Any) -> Gate | None:
-    """The gate a loaded model's folder names in its config.json (``"gate": {...}``, the
-    fields of ``Gate``), if it names one and the model has those stems; else None."""
-    settings = (getattr(model, "folder_info", None) or {}).get("gate")
+def folder_stage(model: Any, key: str, cls: type, where: str) -> Any:
+    """``cls(**settings)`` for the ``key`` a loaded model's folder names in its config.json
+    (``"gate": {...}``), or None; bad settings are a one-line ``ModelFolderError``."""
+    settings = (getattr(model, "folder_info", None) or {}).get(key)
     if not settings:
         return None
     try:
-        gate = Gate(**settings)
+        return cls(**settings)
     except (TypeError, ValueError) as e:
-        fields = ", ".join(f.name for f in dataclasses.fields(Gate))
+        fields = ", ".join(f.name for f in dataclasses.fields(cls))
         raise ModelFolderError(
-            f'the model folder\'s config.json has a bad "gate" ({e}); give it {fields} '
-            "(keras_sep/gate.py), or remove it"
+            f'the model folder\'s config.json has a bad "{key}" ({e}); give it {fields} '
+            f"({where}), or remove it"
         ) from None
+
+
+def model_gate(model: Any) -> Gate | None:
+    """The gate a loaded model's folder names in its config.json (``"gate": {...}``, the
+    fields of ``Gate``), if it names one and the model has those stems; else None."""
+    gate = folder_stage(model, "gate", Gate, "keras_sep/gate.py")
+    if gate is None:
+        return None
     sources = set(model.arch_config.sources)
     return gate if {*gate.stems, gate.into} <= sources else None

@@ -35,6 +35,7 @@ from keras_sep.audio import (
 from keras_sep.config import BaseConfig, WaveUNetConfig
 from keras_sep.errors import AudioWarning
 from keras_sep.gate import MODEL_GATE, Gate, model_gate
+from keras_sep.mask import MODEL_MASK, SoftMask, model_mask
 from keras_sep.threads import background, in_order
 
 # 1024 samples (46 ms) of crossfade per 16384-sample segment: overlap costs 1/(1-0.0625),
@@ -322,6 +323,7 @@ def _run_plan(
     read: Callable[[int, int], np.ndarray],
     total: int,
     gate: Gate | None | str = MODEL_GATE,
+    mask: SoftMask | None | str = MODEL_MASK,
     **kwargs: Any,
 ):
     """``overlap_add``, or the model's own executor of the plan (``separate_blocks``, same
@@ -334,9 +336,14 @@ def _run_plan(
         blocks = own(read, total, **kwargs)
     else:
         blocks = overlap_add(model, read, total, **kwargs)
+    rate = model.arch_config.sample_rate
+    if mask == MODEL_MASK:
+        mask = model_mask(model)
+    if mask is not None:
+        blocks = mask.apply(blocks, rate)
     if gate == MODEL_GATE:
         gate = model_gate(model)
-    return blocks if gate is None else gate.apply(blocks, model.arch_config.sample_rate)
+    return blocks if gate is None else gate.apply(blocks, rate)
 
 
 def _collect(blocks: Iterator[dict[str, np.ndarray]], total: int) -> dict[str, np.ndarray]:
@@ -363,6 +370,7 @@ def separate(
     precision: str | None = None,
     tta: int = DEFAULT_TTA,
     gate: Gate | None | str = MODEL_GATE,
+    mask: SoftMask | None | str = MODEL_MASK,
 ) -> dict[str, np.ndarray]:
     """Separate ``mixture`` (time, channels) float32 at the model's sample rate.
 
@@ -373,8 +381,9 @@ def separate(
     returning its input reconstructs the input exactly. Segments of digital silence are
     not run and give silence. ``progress`` shows a progress bar (a string labels it) or,
     if callable, is called with (batches done, batches in all). ``precision``, ``tta``:
-    see ``overlap_add``. ``gate``: the model folder's level gate (the default), a
-    ``keras_sep.gate.Gate``, or None for the stems exactly as the model gives them.
+    see ``overlap_add``. ``mask``, ``gate``: the model folder's soft mask and level gate
+    (the default), a ``keras_sep.mask.SoftMask`` / ``keras_sep.gate.Gate``, or None;
+    ``mask=None, gate=None`` gives the stems exactly as the model gives them.
     Returns one (time, channels) float32 array per source, in the model's source order.
     """
     cfg = model.arch_config
@@ -392,6 +401,7 @@ def separate(
         precision=precision,
         tta=tta,
         gate=gate,
+        mask=mask,
     )
     return _collect(blocks, len(mixture))
 

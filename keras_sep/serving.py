@@ -36,6 +36,7 @@ import numpy as np
 from keras_sep import config as config_module
 from keras_sep.config import BaseConfig
 from keras_sep.errors import ExportError, KerasSepError, require
+from keras_sep.mask import FOLDER_STAGES
 from keras_sep.separate import (
     DEFAULT_OVERLAP,
     DEFAULT_TTA,
@@ -149,8 +150,8 @@ class ExportedModel:
         self.manifest = dict(manifest)
         self.arch_config = manifest_config(manifest)
         self.input_name = manifest.get("input", {}).get("name", "mixture")
-        # The model folder's level gate, which separate applies (keras_sep/gate.py).
-        self.folder_info = {"gate": manifest["gate"]} if manifest.get("gate") else {}
+        # The model folder's soft mask and level gate, which separate applies.
+        self.folder_info = {k: manifest[k] for k in FOLDER_STAGES if manifest.get(k)}
 
     @property
     def sources(self) -> tuple[str, ...]:

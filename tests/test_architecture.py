@@ -41,6 +41,7 @@ LAYERS = [
     ("folder", ["keras_sep.folder"]),
     ("audio", ["keras_sep.audio"]),
     ("gate", ["keras_sep.gate"]),
+    ("mask", ["keras_sep.mask"]),
     ("separate", ["keras_sep.separate", "keras_sep.batch"]),
     ("api", ["keras_sep"]),  # the package root re-exports build, load, save, separate
     ("data", ["keras_sep.data"]),

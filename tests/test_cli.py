@@ -14,6 +14,7 @@ from keras_sep.cli import main
 from keras_sep.data import toy
 from keras_sep.files import RECORD
 from keras_sep.gate import Gate, model_gate
+from keras_sep.mask import SoftMask, model_mask
 from keras_sep.metrics import plain_sdr
 
 
@@ -180,9 +181,12 @@ def test_bundling_a_run_strips_its_paths(tmp_path):
     assert info["training"] == {"data": ["toy", "data/corpus"], "held_out": {"x/songs": ["a"]}}
     weights = [(p / "model.weights.h5").read_bytes() for p in (run, tmp_path / "demo")]
     assert weights[0] == weights[1]
-    assert "gate" not in info
-    assert bundle_main([str(run), "--dest", str(tmp_path / "gated"), "--gate-db", "-14"]) == 0
-    assert model_gate(keras_sep.load(tmp_path / "gated")) == Gate(threshold_db=-14.0)
+    assert "gate" not in info and "mask" not in info
+    argv = [str(run), "--dest", str(tmp_path / "gated"), "--gate-db", "-14", "--mask-power", "1.5"]
+    assert bundle_main(argv) == 0
+    post_filtered = keras_sep.load(tmp_path / "gated")
+    assert model_gate(post_filtered) == Gate(threshold_db=-14.0)
+    assert model_mask(post_filtered) == SoftMask(power=1.5)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import keras_sep
 from keras_sep.audio import read_audio, resample
 from keras_sep.cli import main
 from keras_sep.data import toy
@@ -315,16 +316,44 @@ def test_a_folders_gate_applies_unless_no_gate(tmp_path, capsys, model_folder):
     np.testing.assert_allclose(others["on"], others["off"] + vocals["off"], atol=2 / 2**15)
 
 
-def test_a_bad_gate_in_the_folder_fails_before_any_work(tmp_path, capsys, model_folder):
+def test_a_folders_mask_applies_unless_no_mask(tmp_path, capsys, model_folder):
     import json
     import shutil
 
-    bad = tmp_path / "bad"
-    shutil.copytree(model_folder, bad)
-    config = json.loads((bad / "config.json").read_text())
-    config["gate"] = {"window": -1}
-    (bad / "config.json").write_text(json.dumps(config))
+    masked = tmp_path / "masked"
+    shutil.copytree(model_folder, masked)
+    config = json.loads((masked / "config.json").read_text())
+    config["mask"] = {"window": 0.1, "power": 2.0}
+    (masked / "config.json").write_text(json.dumps(config))
     mixture = song(tmp_path / "in" / "a.wav")
-    code, _, err = separate(capsys, mixture, "--model", bad, "-o", tmp_path / "out")
-    assert code == 1 and len(err) == 1 and 'bad "gate"' in err[0], err
+    stems = {}
+    runs = ((masked, [], "on"), (masked, ["--no-mask"], "off"), (model_folder, [], "plain"))
+    for folder, option, out in runs:
+        code, _, _ = separate(capsys, mixture, "--model", folder, "-o", tmp_path / out, *option)
+        assert code == 0
+        stems[out] = {
+            s: read_audio(tmp_path / out / "a" / f"{s}.wav")[0] for s in keras_sep.SOURCES
+        }
+    assert all(np.array_equal(stems["off"][s], stems["plain"][s]) for s in keras_sep.SOURCES)
+    assert max(np.abs(stems["on"][s] - stems["off"][s]).max() for s in keras_sep.SOURCES) > 1e-3
+    # Either way the stems sum to the same mixture (to 16-bit rounding).
+    sums = [sum(stems[k].values()) for k in ("on", "off")]
+    np.testing.assert_allclose(sums[0], sums[1], atol=4 / 2**15)
+
+
+@pytest.mark.parametrize("key, bad", [("gate", {"window": -1}), ("mask", {"power": 0})])
+def test_a_bad_post_filter_in_the_folder_fails_before_any_work(
+    tmp_path, capsys, model_folder, key, bad
+):
+    import json
+    import shutil
+
+    folder = tmp_path / "bad"
+    shutil.copytree(model_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[key] = bad
+    (folder / "config.json").write_text(json.dumps(config))
+    mixture = song(tmp_path / "in" / "a.wav")
+    code, _, err = separate(capsys, mixture, "--model", folder, "-o", tmp_path / "out")
+    assert code == 1 and len(err) == 1 and f'bad "{key}"' in err[0], err
     assert not (tmp_path / "out").exists()

@@ -172,9 +172,9 @@ def parity(exported, length, seed=0, channels=2):
     x = np.random.default_rng(seed).uniform(-0.5, 0.5, (length, channels)).astype(np.float32)
     got = exported.runner.separate_song(x)
     wide = np.repeat(x, 2, 1) if channels == 1 else x
-    # separate's defaults (tta 4, overlap 1/16) without the level gate, which the graph leaves
-    # to the client (test_runners_gate_as_the_model_folder_does)
-    expected = separate(exported.model, wide, gate=None)
+    # separate's defaults (tta 4, overlap 1/16) without the soft mask and the level gate,
+    # which the graph leaves to the client (test_runners_post_filter_as_the_model_folder_does)
+    expected = separate(exported.model, wide, gate=None, mask=None)
     if channels == 1:
         expected = {s: v.mean(1, keepdims=True) for s, v in expected.items()}
     error = max(float(np.abs(got[s] - expected[s]).max()) for s in expected)
@@ -196,14 +196,16 @@ def test_separate_song_equals_separate(export, name):
 
 
 @pytest.mark.slow
-def test_runners_gate_as_the_model_folder_does(export):
+def test_runners_post_filter_as_the_model_folder_does(export):
     exported = export("bundled")
-    assert read_manifest(exported.out)["gate"] == keras_sep.folder.read_info(BUNDLED)["gate"]
+    manifest, info = read_manifest(exported.out), keras_sep.folder.read_info(BUNDLED)
+    assert manifest["gate"] == info["gate"] and manifest["mask"] == info["mask"]
     x = np.random.default_rng(4).uniform(-0.5, 0.5, (5 * 22050, 2)).astype(np.float32)
     x[: 3 * 22050] *= np.linspace(0, 1, 3 * 22050)[:, None]  # a quiet start, for the gate
     local, served = separate(exported.model, x), separate(exported.runner, x)
-    ungated = separate(exported.model, x, gate=None)
-    assert any(np.abs(local[s] - ungated[s]).max() > 1e-3 for s in local)  # the gate acted
+    for off in ({"gate": None}, {"mask": None}):  # each acted
+        other = separate(exported.model, x, **off)
+        assert any(np.abs(local[s] - other[s]).max() > 1e-3 for s in local), off
     assert max(float(np.abs(local[s] - served[s]).max()) for s in local) <= 1e-5
 
 

@@ -1,0 +1,140 @@
+"""The soft-mask post-filter (keras_sep.mask)."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.signal import istft, stft
+
+from keras_sep.errors import ModelFolderError
+from keras_sep.mask import SoftMask, model_mask
+from keras_sep.separate import separate
+
+RATE = 2730  # the default 0.75 s window is 2048 samples here
+SOURCES = ("vocals", "drums", "bass", "other")
+
+
+def stems(n=20_000, seed=0):
+    """Noise stems with different spectra and levels over time."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, n, dtype=np.float32)[:, None]
+    out = {}
+    for i, s in enumerate(SOURCES):
+        x = rng.normal(0, 0.1, (n, 2)).astype(np.float32)
+        out[s] = np.cumsum(x, 0) * 0.05 if i % 2 else x * t**i  # low and broadband
+    return out
+
+
+def masked(mask, blocks, rate=RATE):
+    out = list(mask.apply(iter(blocks), rate))
+    return {s: np.concatenate([b[s] for b in out]) for s in blocks[0]}
+
+
+def reference(mask, x, rate=RATE):
+    """The same filter offline, with scipy's STFT on the zero-padded song."""
+    n = mask.frame(rate)
+    hop = n // 4
+    length = len(x["vocals"])
+    padded = {s: np.pad(v, ((n - hop, n), (0, 0))) for s, v in x.items()}
+    spectra = {
+        s: stft(v.T, window="hann", nperseg=n, noverlap=n - hop, boundary=None, padded=False)[2]
+        for s, v in padded.items()
+    }
+    mixture = sum(spectra.values())
+    weights = {s: np.abs(v) ** mask.power for s, v in spectra.items()}
+    total = sum(weights.values()) + 1e-20
+    with warnings.catch_warnings():  # the padding's first sample has no window weight
+        warnings.simplefilter("ignore", UserWarning)
+        return {
+            s: istft(
+                mixture * weights[s] / total,
+                window="hann",
+                nperseg=n,
+                noverlap=n - hop,
+                boundary=False,
+            )[1].T[n - hop : n - hop + length]
+            for s in x
+        }
+
+
+@pytest.mark.parametrize("power", [1.0, 1.25, 2.0])
+def test_the_filter_is_a_soft_mask_of_the_mixture_spectrum(power):
+    x = stems()
+    mask = SoftMask(power=power)
+    got, want = masked(mask, [x]), reference(mask, x)
+    for s in SOURCES:
+        assert got[s].shape == x[s].shape
+        np.testing.assert_allclose(got[s], want[s], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(sum(got.values()), sum(x.values()), rtol=0, atol=1e-6)
+    # It changes the stems: each moves towards the part of the mixture it dominates.
+    assert max(np.abs(got[s] - x[s]).max() for s in SOURCES) > 0.01
+
+
+def test_a_lone_stem_is_given_back_whole():
+    x = stems()
+    alone = {s: (v if s == "drums" else np.zeros_like(v)) for s, v in x.items()}
+    got = masked(SoftMask(), [alone])
+    np.testing.assert_allclose(got["drums"], alone["drums"], rtol=0, atol=1e-6)
+    assert max(np.abs(got[s]).max() for s in SOURCES if s != "drums") < 1e-6
+
+
+@pytest.mark.parametrize("sizes", [[1] * 5 + [19_995], [7, 1234, 3, 9000], [2048] * 10, [100]])
+def test_blocks_of_any_size_give_the_stems_of_the_whole_song(sizes):
+    x = stems(seed=1)
+    n = len(x["vocals"])
+    whole = masked(SoftMask(), [x])
+    cuts = [c for c in np.cumsum(sizes) if c < n]
+    parts = np.split(np.arange(n), cuts)
+    streamed = masked(SoftMask(), [{s: v[p] for s, v in x.items()} for p in parts])
+    for s in SOURCES:
+        np.testing.assert_allclose(streamed[s], whole[s], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 100, 2047, 2049])
+def test_songs_shorter_than_a_frame_keep_their_length_and_sum(length):
+    x = stems(n=length, seed=2)
+    got = masked(SoftMask(), [x])
+    assert all(got[s].shape == (length, 2) for s in SOURCES)
+    np.testing.assert_allclose(sum(got.values()), sum(x.values()), rtol=0, atol=1e-6)
+
+
+def test_frames_are_powers_of_two():
+    assert SoftMask().frame(22050) == 16384 and SoftMask().frame(44100) == 32768
+    assert SoftMask(window=0.1).frame(22050) == 2048
+
+
+class Mixer:
+    """A model that gives each source a quarter of the mixture: masks change that."""
+
+    def __init__(self, folder_info=None):
+        from keras_sep.config import WaveUNetConfig
+
+        self.arch_config = WaveUNetConfig.preset("tiny", segment_length=1024)
+        self.folder_info = folder_info or {}
+
+    def predict_on_batch(self, x):
+        lows = np.cumsum(x, axis=1) * 0.01
+        return {"vocals": x / 4, "drums": lows, "bass": x / 4, "other": x / 2 - lows}
+
+
+def test_separate_masks_as_the_model_folder_says_and_not_otherwise():
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, (2 * 22050, 2)).astype(np.float32)
+    info = {"mask": {"window": 0.1, "power": 1.0}}
+    plain = separate(Mixer(), x, tta=1)
+    own = separate(Mixer(info), x, tta=1)
+    assert max(np.abs(own[s] - plain[s]).max() for s in SOURCES) > 1e-2
+    np.testing.assert_allclose(sum(own.values()), x, atol=1e-5)
+    off = separate(Mixer(info), x, tta=1, mask=None)
+    for s in SOURCES:
+        np.testing.assert_array_equal(off[s], plain[s])
+    asked = separate(Mixer(), x, tta=1, mask=SoftMask(window=0.1))
+    for s in SOURCES:
+        np.testing.assert_allclose(asked[s], own[s], atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [{"window": "long"}, {"power": 0}, {"window": -1}, {"bins": 3}])
+def test_a_bad_mask_in_a_folder_is_a_one_line_model_folder_error(bad):
+    with pytest.raises(ModelFolderError, match='bad "mask"') as e:
+        model_mask(Mixer({"mask": bad}))
+    assert "\n" not in str(e.value)
+    assert model_mask(Mixer()) is None

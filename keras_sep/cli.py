@@ -213,9 +213,10 @@ def _add_separate(sub) -> None:
     p.add_argument(
         "--no-gate",
         action="store_true",
-        help="write the stems exactly as the model gives them (by default a model folder may "
-        "name a level gate: the bundled model's silences vocals wherever they stay far below "
-        "the mixture for seconds, a leak, and moves that into other)",
+        help="no level gate (by default a model folder may name one: the bundled model's "
+        "silences vocals, drums and bass wherever they stay far below the mixture for "
+        "seconds, a leak, and moves that into other); with --no-mask, the stems exactly as "
+        "the model gives them",
     )
     p.add_argument(
         "--no-mask",

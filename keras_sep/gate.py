@@ -126,8 +126,9 @@ def _energy(x: np.ndarray) -> np.ndarray:
 
 
 def folder_stage(model: Any, key: str, cls: type, where: str) -> Any:
-    """``cls(**settings)`` for the ``key`` a loaded model's folder names in its config.json
-    (``"gate": {...}``), or None; bad settings are a one-line ``ModelFolderError``."""
+    """``cls(**settings)`` for the entry ``key`` of a loaded model's folder config.json
+    (``"gate": {...}``, ``"mask": {...}``), or None; bad settings are a one-line
+    ``ModelFolderError`` naming ``where`` the fields are defined."""
     settings = (getattr(model, "folder_info", None) or {}).get(key)
     if not settings:
         return None

@@ -38,6 +38,14 @@ HINT = (
 )
 
 
+def check_folder_free(folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse, before any work, to write a model folder over files keras-sep did not write."""
+    folder = Path(folder)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        check_free(folder / name, overwrite)
+    return folder
+
+
 def save(
     model,
     folder: str | os.PathLike,
@@ -60,9 +68,7 @@ def save(
         copy = SeparationModel(model.architecture, model.arch_config)
         copy.set_weights(model.get_weights())
         model = copy
-    folder = Path(folder)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        check_free(folder / name, overwrite)
+    folder = check_folder_free(folder, overwrite)
     with staged_file(folder / WEIGHTS_FILE, suffix=".weights.h5", overwrite=overwrite) as tmp:
         model.save_weights(tmp)
     info = {

@@ -60,3 +60,17 @@ def test_the_command_writes_a_model_folder_with_a_record(tmp_path, narrow):
     wide = keras_sep.load(tmp_path / "wide")
     assert wide.arch_config.filters == 5
     assert read_info(tmp_path / "wide")["widened_from"]["folder"] == str(tmp_path / "narrow")
+
+
+def test_the_command_keeps_a_users_file_in_the_way_unless_told(tmp_path, narrow, capsys):
+    keras_sep.save(narrow, tmp_path / "narrow")
+    mine = tmp_path / "wide" / "model.weights.h5"
+    mine.parent.mkdir()
+    mine.write_bytes(b"my own weights")
+    argv = [str(tmp_path / "narrow"), str(tmp_path / "wide"), "--filters", "5"]
+    assert main(argv) != 0
+    assert mine.read_bytes() == b"my own weights"
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err
+    assert main([*argv, "--overwrite"]) == 0
+    assert keras_sep.load(tmp_path / "wide").arch_config.filters == 5

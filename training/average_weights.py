@@ -24,14 +24,18 @@ if __package__ in (None, ""):  # run as a script: import the package, not this f
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 import keras_sep  # noqa: E402
+from keras_sep.cli import add_overwrite_argument  # noqa: E402
 from keras_sep.errors import UsageError, command  # noqa: E402
-from keras_sep.folder import read_info  # noqa: E402
+from keras_sep.folder import check_folder_free, read_info  # noqa: E402
 
 
-def average(run: str | os.PathLike, out: str | os.PathLike, snapshots: list[str]) -> Path:
+def average(
+    run: str | os.PathLike, out: str | os.PathLike, snapshots: list[str], overwrite: bool = False
+) -> Path:
     """Write the uniform average of ``snapshots`` (weight files of ``run``'s network) to ``out``."""
     if not snapshots:
         raise UsageError("name at least one snapshot weights file to average")
+    check_folder_free(out, overwrite)
     model = keras_sep.load(run)
     total = None
     for path in snapshots:
@@ -48,7 +52,7 @@ def average(run: str | os.PathLike, out: str | os.PathLike, snapshots: list[str]
             "best_single_epoch": info.get("best"),
         },
     }
-    return keras_sep.save(model, out, metadata=record)
+    return keras_sep.save(model, out, metadata=record, overwrite=overwrite)
 
 
 @command
@@ -57,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="run or model folder whose network the snapshots hold")
     p.add_argument("out", help="model folder to write")
     p.add_argument("snapshots", nargs="+", help="weight files (.weights.h5) to average")
+    add_overwrite_argument(p, "model files")
     args = p.parse_args(argv)
-    out = average(args.run, args.out, args.snapshots)
+    out = average(args.run, args.out, args.snapshots, args.overwrite)
     print(f"averaged {len(args.snapshots)} snapshots of {args.run} into {out}")
     return 0
 

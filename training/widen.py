@@ -27,8 +27,9 @@ if __package__ in (None, ""):  # run as a script: import the package, not this f
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 import keras_sep  # noqa: E402
+from keras_sep.cli import add_overwrite_argument  # noqa: E402
 from keras_sep.errors import UsageError, command  # noqa: E402
-from keras_sep.folder import read_info  # noqa: E402
+from keras_sep.folder import check_folder_free, read_info  # noqa: E402
 
 
 def _channel_map(old: int, new: int, rng) -> np.ndarray:
@@ -108,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         help="noise on the copied kernels, times each kernel's standard deviation",
     )
     p.add_argument("--seed", type=int, default=0)
+    add_overwrite_argument(p, "model files")
     args = p.parse_args(argv)
+    check_folder_free(args.out, args.overwrite)
     wide = widen(keras_sep.load(args.model), args.filters, args.noise, args.seed)
     record = {
         "widened_from": {"folder": args.model, "noise": args.noise, "seed": args.seed},
         "training": read_info(args.model).get("training"),
     }
-    out = keras_sep.save(wide, args.out, metadata=record)
+    out = keras_sep.save(wide, args.out, metadata=record, overwrite=args.overwrite)
     print(f"widened {args.model} to {args.filters} filters per level: {out}")
     return 0
 

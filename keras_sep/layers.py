@@ -35,12 +35,10 @@ def on_accelerator() -> bool:
     return accelerator() is not None
 
 
-# "taps" computes a layer tap by tap when less than this share of its multiply-adds read
-# inside the signal (``inside_share``); above it the native convolution is faster.
-TAPS_BELOW = 0.6
-# ... and its taps that read the signal for at least this share of the output stay one
-# native convolution (``_taps_conv``).
-TAP_INSIDE = 0.5
+# On the CPU, ``auto`` folds layers (``_fold_conv``) from this dilation up, per backend:
+# there the fold was faster than each backend's dilated convolution, and below it under
+# TensorFlow and JAX no faster (docs/performance.md, "What auto picks").
+FOLD_FROM = {"tensorflow": 64, "jax": 64, "torch": 2}
 
 
 def auto_impl(backend: str, accelerated: bool, dilation: int) -> str:
@@ -50,31 +48,32 @@ def auto_impl(backend: str, accelerated: bool, dilation: int) -> str:
     paper DDU training step 3x faster than plain Keras layers; under PyTorch the plain
     Keras layers were fastest (our flipped-kernel convolution 25% slower, space-to-batch 2x
     slower), so torch computes exactly as ``keras.layers.Conv1D`` / ``Conv1DTranspose``
-    do. On CPUs the native dilated convolution is as fast as the plain layers and also
-    runs on TensorFlow, whose CPU kernel refuses dilated transposed convolutions; under
-    TensorFlow on the CPU, "taps" skips what a widely dilated layer's taps read of the
-    zero padding (the paper DDU's deepest layers, ``_taps_conv``).
+    do on GPUs. On CPUs "fold" computes a dilated layer as an undilated 2-D convolution
+    down rows of ``dilation`` samples (``_fold_conv``), from ``FOLD_FROM`` up: the paper
+    DDU's forward 14 to 31% faster on every backend; other layers run natively (plain
+    Keras under torch), which also runs on TensorFlow, whose CPU kernel refuses dilated
+    transposed convolutions.
     """
+    if not accelerated and dilation >= FOLD_FROM[backend]:
+        return "fold"
     if backend == "torch":
         return "keras"
     if backend == "jax" and accelerated and dilation > 1:
         return "phase"
-    if backend == "tensorflow" and not accelerated and dilation > 1:
-        return "taps"
     return "native"
 
 
 def resolve_impl(impl: str, dilation: int) -> str:
     """The formulation ``impl`` stands for on this backend and device.
 
-    "native", "phase", "taps" or "keras" (what the plain Keras layers call); "phase" and
-    "taps" only where the layer is dilated, since the formulations coincide otherwise.
+    "native", "phase", "fold" or "keras" (what the plain Keras layers call); "phase" and
+    "fold" only where the layer is dilated, since the formulations coincide otherwise.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv impl must be one of {list(CONV_IMPLS)}, got {impl!r}")
     if impl == "auto":
         impl = auto_impl(keras.backend.backend(), on_accelerator(), dilation)
-    return "native" if impl in ("phase", "taps") and dilation == 1 else impl
+    return "native" if impl in ("phase", "fold") and dilation == 1 else impl
 
 
 def dilated_conv(x, kernel, dilation: int, padding: tuple[int, int], impl: str = "native"):
@@ -83,20 +82,17 @@ def dilated_conv(x, kernel, dilation: int, padding: tuple[int, int], impl: str =
     ``padding`` zeros are added on the left and right of the time axis first ("keras"
     computes as "native", which is what ``keras.layers.Conv1D`` calls). With
     ``impl="phase"`` the dilated convolution runs as an undilated one over the
-    ``dilation`` interleaved phases of the signal (space-to-batch); with ``impl="taps"``
-    a layer whose taps mostly read padding runs tap by tap over what they read inside the
-    signal (``_taps_conv``). The result is the same.
+    ``dilation`` interleaved phases of the signal (space-to-batch); with ``impl="fold"``
+    the signal is folded into rows of ``dilation`` samples for an undilated 2-D
+    convolution (``_fold_conv``) wherever the length is known and whole rows and the
+    padding is 'same' of an odd kernel, and runs natively elsewhere. The result is the
+    same.
     """
     left, right = padding
     if impl == "phase" and dilation > 1:
         return _phase_conv(x, kernel, dilation, left, right)
-    length = x.shape[1]  # None when a graph is traced for any length: then natively
-    if (
-        impl == "taps"
-        and length
-        and inside_share(kernel.shape[0], dilation, padding, length) < TAPS_BELOW
-    ):
-        return _taps_conv(x, kernel, dilation, left, right)
+    if impl == "fold" and foldable(x.shape[1], kernel.shape[0], dilation, padding):
+        return _fold_conv(x, kernel, dilation)
     if (left, right) == same_padding(kernel.shape[0], dilation):
         # Keras's own 'same' (every forward conv, odd-kernel transposed ones): no copy.
         padding = "same"
@@ -106,51 +102,29 @@ def dilated_conv(x, kernel, dilation: int, padding: tuple[int, int], impl: str =
     return ops.conv(x, kernel, padding=padding, dilation_rate=dilation, data_format="channels_last")
 
 
-def _tap_offsets(k: int, d: int, left: int) -> list[int]:
-    """Where tap j of a convolution padded by ``left`` reads, relative to the output sample."""
-    return [j * d - left for j in range(k)]
+def foldable(length: int | None, k: int, d: int, padding: tuple[int, int]) -> bool:
+    """Whether ``_fold_conv`` computes this convolution: a dilated one over a known
+    length of whole rows of ``d`` samples, with an odd kernel padded 'same' (whole rows
+    either side); ``length`` is None when a graph is traced for any length."""
+    if not length or d < 2:
+        return False
+    return length % d == 0 and k % 2 == 1 and padding == ((k - 1) // 2 * d,) * 2
 
 
-def inside_share(k: int, d: int, padding: tuple[int, int], length: int) -> float:
-    """The share of a convolution's multiply-adds that read the signal, not its padding."""
-    left, right = padding
-    out = length + left + right - (k - 1) * d
-    inside = sum(max(0, min(out, length - o) - max(0, -o)) for o in _tap_offsets(k, d, left))
-    return inside / (k * out)
+def _fold_conv(x, kernel, d: int):
+    """The dilated 'same' convolution as an undilated 2-D one down rows of ``d`` samples.
 
-
-def _taps_conv(x, kernel, d: int, left: int, right: int):
-    """The convolution with what its taps read of the padding skipped.
-
-    With 'same' padding a tap of dilation d reads padding for d*|j - centre| output
-    samples: the paper DDU's dilation-4096 layers at 16384 samples read padding for 73%
-    of their multiply-adds, and 8 of their 15 taps read nothing else. The taps that read
-    the signal for at least ``TAP_INSIDE`` of the output (a run around the centre) stay
-    one native convolution of the trimmed kernel; each other tap is one matrix product
-    over the output samples it reads inside, zero-padded back to the output's length, and
-    a tap that lies wholly outside is skipped. The length must be known (static) when
-    this is traced.
+    Folding the signal (batch, n * d, in) into (batch, n, d, in) is a reshape, not a copy:
+    tap j then reads j rows further down the same column, so a (k, 1) kernel without
+    dilation, padded by whole rows, computes the same sums. oneDNN computes it faster than
+    the dilated 1-D convolution from about d = 64 on (``FOLD_FROM``), and skips on its own
+    what the widest dilations' taps read of the padding; unlike space-to-batch
+    (``_phase_conv``) it needs no transpose.
     """
-    length, k = x.shape[1], kernel.shape[0]
-    out = length + left + right - (k - 1) * d
-    offsets = _tap_offsets(k, d, left)
-    spans = [(max(0, -o), min(out, length - o)) for o in offsets]  # output samples inside
-    inner = [j for j, (a, b) in enumerate(spans) if b - a >= TAP_INSIDE * out]
-    total, native = None, range(0)
-    if inner:
-        j0, j1 = inner[0], inner[-1] + 1
-        pad = (-offsets[j0], out - length + offsets[j1 - 1])
-        if min(pad) >= 0:
-            total, native = dilated_conv(x, kernel[j0:j1], d, pad, "native"), range(j0, j1)
-    for j, (first, last) in enumerate(spans):
-        if j in native or last <= first:
-            continue
-        product = ops.matmul(x[:, first + offsets[j] : last + offsets[j]], kernel[j])
-        part = ops.pad(product, [[0, 0], [first, out - last], [0, 0]])
-        total = part if total is None else ops.add(total, part)
-    if total is None:  # every tap reads padding only
-        return ops.zeros((ops.shape(x)[0], out, kernel.shape[-1]), dtype=x.dtype)
-    return total
+    length, channels = x.shape[1], x.shape[2]
+    rows = ops.reshape(x, (-1, length // d, d, channels))
+    y = ops.conv(rows, kernel[:, None], padding="same", data_format="channels_last")
+    return ops.reshape(y, (-1, length, kernel.shape[-1]))
 
 
 def _phase_conv(x, kernel, d: int, left: int, right: int):

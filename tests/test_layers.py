@@ -1,7 +1,7 @@
 """Our convolution layers compute exactly what Keras's Conv1D / Conv1DTranspose compute.
 
-Every formulation ("native" dilated conv, "phase" space-to-batch, "taps" one product per
-tap inside the signal, "keras" the plain layers' own computation), odd and even kernels,
+Every formulation ("native" dilated conv, "phase" space-to-batch, "fold" an undilated
+2-D conv down rows of d samples, "keras" the plain layers' own computation), odd and even kernels,
 lengths that are not a multiple of the dilation.
 Runs on every backend.
 """
@@ -16,7 +16,7 @@ from keras_sep.layers import (
     DilatedConv1DTranspose,
     LinearUpsample1D,
     auto_impl,
-    inside_share,
+    foldable,
     on_accelerator,
     resolve_impl,
     same_padding,
@@ -24,8 +24,10 @@ from keras_sep.layers import (
 
 BACKEND = keras.backend.backend()
 # (kernel, dilation, length): odd and even kernels, lengths below the dilation, not a
-# multiple of it, and a single sample.
+# multiple of it, a single sample, and whole rows of d samples ("fold" folds those).
 CASES = [
+    (3, 2, 10),
+    (5, 16, 32),
     (1, 1, 7),
     (2, 1, 101),
     (2, 3, 7),
@@ -36,7 +38,7 @@ CASES = [
     (15, 2, 3),
 ]
 
-IMPLS = ["native", "phase", "taps", "keras"]
+IMPLS = ["native", "phase", "fold", "keras"]
 # TF's CPU kernel refuses dilated transposed convolutions ("Current CPU implementations do
 # not yet support dilation rates larger than 1"): the reason this layer exists. So the
 # plain layers' own computation is compared there only where it runs.
@@ -77,31 +79,18 @@ def copy_of(reference, ours_cls, x, **kwargs):
     return ours
 
 
-def formulations(impl: str) -> list[tuple[float, float]]:
-    """(TAPS_BELOW, TAP_INSIDE) to run ``impl`` at: for "taps", as chosen, every dilated
-    layer tap by tap with the inner taps native, and every tap a product."""
-    return [(0.6, 0.5), (1.01, 0.5), (1.01, 1.01)] if impl == "taps" else [(0.6, 0.5)]
-
-
-def run_as(monkeypatch, below: float, inside: float) -> None:
-    monkeypatch.setattr("keras_sep.layers.TAPS_BELOW", below)
-    monkeypatch.setattr("keras_sep.layers.TAP_INSIDE", inside)
-
-
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("k,d,t", CASES)
-def test_conv_matches_keras_conv1d(k, d, t, impl, monkeypatch):
+def test_conv_matches_keras_conv1d(k, d, t, impl):
     x = np.random.default_rng(k * 100 + d + t).standard_normal((2, t, 3)).astype("float32")
     reference = keras.layers.Conv1D(4, k, padding="same", dilation_rate=d)
     expected = numpy(reference(x))
     ours = copy_of(reference, DilatedConv1D, x, impl=impl)
-    for below, inside in formulations(impl):
-        run_as(monkeypatch, below, inside)
-        np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
+    np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("k,d,t,impl", TRANSPOSE_CASES)
-def test_transpose_matches_keras_conv1d_transpose(k, d, t, impl, monkeypatch):
+def test_transpose_matches_keras_conv1d_transpose(k, d, t, impl):
     x = np.random.default_rng(k * 100 + d + t).standard_normal((2, t, 3)).astype("float32")
     reference = keras.layers.Conv1DTranspose(4, k, padding="same", dilation_rate=d)
     reference.build(x.shape)
@@ -115,9 +104,7 @@ def test_transpose_matches_keras_conv1d_transpose(k, d, t, impl, monkeypatch):
             conv_transpose_reference(x, kernel, bias, d), expected, atol=1e-5
         )
     ours = copy_of(reference, DilatedConv1DTranspose, x, impl=impl)
-    for below, inside in formulations(impl):
-        run_as(monkeypatch, below, inside)
-        np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
+    np.testing.assert_allclose(numpy(ours(x)), expected, atol=1e-5)
 
 
 def test_activation_and_serialization():
@@ -132,12 +119,22 @@ def test_activation_and_serialization():
     assert y.min() < 0 and (y < 0).mean() < 0.9  # leaky: negatives shrunk, not removed
 
 
+def test_fold_takes_whole_rows_of_an_odd_same_padded_kernel_only():
+    assert foldable(64, 15, 8, (56, 56))
+    assert foldable(16384, 15, 4096, same_padding(15, 4096))  # the paper DDU's widest
+    assert not foldable(None, 15, 8, (56, 56))  # traced for any length
+    assert not foldable(60, 15, 8, (56, 56))  # not whole rows
+    assert not foldable(64, 4, 8, (12, 12))  # even kernel: half rows of padding
+    assert not foldable(64, 15, 8, (0, 112))  # not 'same'
+    assert not foldable(64, 15, 1, (7, 7))  # undilated: nothing to fold
+
+
 def test_impl_resolution():
     assert resolve_impl("phase", 1) == "native"  # identical when undilated
     assert resolve_impl("phase", 4) == "phase"
     assert resolve_impl("native", 4) == "native"
     assert resolve_impl("keras", 4) == "keras"
-    assert resolve_impl("taps", 1) == "native" and resolve_impl("taps", 4) == "taps"
+    assert resolve_impl("fold", 1) == "native" and resolve_impl("fold", 4) == "fold"
     for d in (1, 4):
         assert resolve_impl("auto", d) == auto_impl(BACKEND, on_accelerator(), d)
     with pytest.raises(ValueError, match="conv impl"):
@@ -149,12 +146,15 @@ def test_impl_resolution():
     [
         ("jax", True, 4, "phase"),  # 3x faster DDU step on an H100/H200
         ("jax", True, 1, "native"),  # undilated: nothing to gain from phases
-        ("jax", False, 4, "native"),  # CPUs keep what was measured there
+        ("jax", False, 4, "native"),  # below FOLD_FROM, XLA's dilated conv is as fast
         ("torch", True, 4, "keras"),  # the plain layers were fastest under torch on GPU
         ("torch", True, 1, "keras"),
-        ("torch", False, 4, "keras"),
+        ("torch", False, 2, "fold"),  # torch's own dilated CPU convs are slow at any d
+        ("torch", False, 1, "keras"),
         ("tensorflow", True, 4, "native"),
-        ("tensorflow", False, 4, "taps"),  # skips what wide dilations read of the padding
+        ("tensorflow", False, 64, "fold"),  # 2-D conv down rows: faster from d = 64
+        ("tensorflow", False, 32, "native"),  # oneDNN's dilated conv is as fast below
+        ("jax", False, 64, "fold"),
         ("tensorflow", False, 1, "native"),  # runs where the plain transposed layer cannot
     ],
 )
@@ -170,12 +170,3 @@ def test_decimate_and_linear_upsample():
     np.testing.assert_array_equal(up[0, ::2], x[0])  # original samples kept
     np.testing.assert_array_equal(up[0, 1:-1:2], (x[0, :-1] + x[0, 1:]) / 2)  # midpoints
     np.testing.assert_array_equal(up[0, -1], x[0, -1])  # edge repeats
-
-
-def test_inside_share_counts_the_multiply_adds_that_read_the_signal():
-    same = same_padding(15, 4096)
-    # The paper DDU's dilation-4096 layers at 16384 samples: taps 0, +-1, +-2, +-3 read
-    # 16384, 12288, 8192 and 4096 samples inside; the 8 outer taps only padding.
-    assert inside_share(15, 4096, same, 16384) == pytest.approx((16384 + 2 * 24576) / (15 * 16384))
-    assert inside_share(15, 1, (7, 7), 16384) == pytest.approx(1 - 56 / (15 * 16384))
-    assert inside_share(5, 100, (200, 200), 3) == pytest.approx(1 / 5)  # the centre tap alone

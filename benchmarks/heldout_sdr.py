@@ -16,6 +16,7 @@ into a stem that should be silent.
     python benchmarks/heldout_sdr.py data/produced --tta 1 --tta 4   # test-time augmentation
     python benchmarks/heldout_sdr.py data/novocals --gate model --gate off  # the level gate
     python benchmarks/heldout_sdr.py data/produced --mask model --mask off  # the soft mask
+    python benchmarks/heldout_sdr.py data/produced --overlap 0.0625 --overlap 0.5
 
 Make the produced songs with training/produce_songs.py.
 """
@@ -34,7 +35,7 @@ import keras_sep
 from keras_sep.baselines import MIXTURE, SILENCE, reference_estimates
 from keras_sep.data.tracks import musdb_tracks
 from keras_sep.metrics import is_silent, plain_sdr, relative_level_db
-from keras_sep.separate import DEFAULT_TTA, separate_waveform
+from keras_sep.separate import DEFAULT_OVERLAP, DEFAULT_TTA, separate_waveform
 
 # A stem output this far below the mixture counts as silent: an exactly silent output (the
 # level gate's) would otherwise make the mean over songs -inf.
@@ -96,11 +97,18 @@ def main() -> None:
         help="the model folder's soft mask (keras_sep/mask.py) or none (repeat: a row each; "
         "default: model, what separate does)",
     )
+    p.add_argument(
+        "--overlap",
+        type=float,
+        action="append",
+        help=f"segment overlap, 0 to 0.9 (repeat: a row each; default {DEFAULT_OVERLAP})",
+    )
     p.add_argument("--json", help="also write the tables here")
     args = p.parse_args()
     passes = args.tta or [DEFAULT_TTA]
     gates = args.gate or ["model"]
     masks = args.mask or ["model"]
+    overlaps = args.overlap or [DEFAULT_OVERLAP]
     models = {
         m: keras_sep.load(keras_sep.DEFAULT_MODEL if m == "bundled" else m)
         for m in args.model or ["bundled"]
@@ -110,13 +118,14 @@ def main() -> None:
         tracks = list(musdb_tracks(root, "test"))
         systems = {r: (lambda t, r=r: reference_estimates(r, t)) for r in (MIXTURE, SILENCE)}
         for name, model in models.items():
-            for tta, gate, mask in itertools.product(passes, gates, masks):
+            for tta, overlap, gate, mask in itertools.product(passes, overlaps, gates, masks):
                 label = name + (f", tta {tta}" if len(passes) > 1 else "")
+                label += f", overlap {overlap:g}" if len(overlaps) > 1 else ""
                 label += f", mask {mask}" if len(masks) > 1 else ""
                 label += f", gate {gate}" if len(gates) > 1 else ""
                 kept = {k: None for k, v in (("gate", gate), ("mask", mask)) if v == "off"}
-                systems[label] = lambda t, m=model, n=tta, k=kept: (
-                    separate_waveform(m, t.mixture, t.rate, tta=n, **k).stems
+                systems[label] = lambda t, m=model, n=tta, o=overlap, k=kept: (
+                    separate_waveform(m, t.mixture, t.rate, tta=n, overlap=o, **k).stems
                 )
         started = time.perf_counter()
         rows, leaks = table(tracks, systems)

@@ -1,6 +1,7 @@
 """train.py --init-from: fine-tuning from a run folder or the bundled model."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -103,15 +104,23 @@ def test_init_from_refuses_a_mismatched_config(tmp_path, source_run, capsys):
 
 
 def test_a_resumed_fine_tuning_run_resumes(tmp_path, source_run):
-    """After a kill, the run continues from its backup, not from the --init-from weights."""
-    cfg = small_config(tmp_path, "epochs=2", "steps_per_epoch=2", f"init_from={source_run}")
+    """After a kill, the run continues from its backup, not from the --init-from weights,
+    and still records the source it began from, even if that folder has changed since."""
+    source = tmp_path / "source"
+    shutil.copytree(source_run, source)
+    cfg = small_config(tmp_path, "epochs=2", "steps_per_epoch=2", f"init_from={source}")
     whole = FirstBatchLoss()
     train(cfg, tmp_path / "whole", progress=False, callbacks=[whole])
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out, progress=False, callbacks=[KillAfter(1).callback])
+    began = yaml.safe_load((out / "train_config.yaml").read_text())["started_from"]
+    info = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**info, "saved_at": "later"}))
     resumed = FirstBatchLoss()
     history = train(cfg, out, progress=False, callbacks=[resumed])
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["started_from"] == began
+    assert began["saved_at"] != "later"
     assert len(history["loss"]) == 1 and list(resumed.losses) == [1]  # epoch 2 only
     np.testing.assert_allclose(resumed.losses[1], whole.losses[1], rtol=1e-4)
     # Re-initialised from the source, epoch 2's first batch would score differently.

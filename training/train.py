@@ -223,11 +223,18 @@ RUN_FILES = ("config.json", "model.weights.h5", TRAIN_CONFIG, HISTORY_CSV, HISTO
 RESUMABLE = {"epochs", "cache_dir", "workers"}
 
 
+def recorded_config(out: Path) -> dict:
+    """The run's recorded train_config.yaml; empty when there is none (or it is unreadable)."""
+    try:
+        return yaml.safe_load((out / TRAIN_CONFIG).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
 def check_resume(out: Path, cfg: TrainConfig) -> None:
     """Refuse to resume a run with another config, listing the fields that differ."""
-    try:
-        old = yaml.safe_load((out / TRAIN_CONFIG).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    old = recorded_config(out)
+    if not old:
         return  # nothing recorded: the backup's own restore will judge
     new = cfg.to_dict()
     # "auto" and unset values are resolved when a run starts, and recorded resolved.
@@ -462,6 +469,8 @@ def train(
     started_from = None
     if cfg.init_from:
         started_from = check_source(cfg.init_from, cfg.architecture, model_cfg)
+        if start_epoch:  # the run began from the source as it was then, which may differ now
+            started_from = recorded_config(out).get("started_from", started_from)
     # A mistyped root, a song without a stem or a channel mismatch fails before anything else.
     check_data_roots(cfg, model_cfg.sources, model_cfg.channels)
     backend = keras.backend.backend()

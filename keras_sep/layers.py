@@ -35,9 +35,10 @@ def on_accelerator() -> bool:
     return accelerator() is not None
 
 
-# On the CPU, ``auto`` folds layers (``_fold_conv``) from this dilation up, per backend:
-# there the fold was faster than each backend's dilated convolution, and below it under
-# TensorFlow and JAX no faster (docs/performance.md, "What auto picks").
+# On the CPU, ``auto`` folds layers (``_fold_conv``) from this dilation up, per backend
+# (on another Keras backend, unmeasured, never): there the fold was faster than each
+# backend's dilated convolution, and below it under TensorFlow and JAX no faster
+# (docs/performance.md, "What auto picks").
 FOLD_FROM = {"tensorflow": 64, "jax": 64, "torch": 2}
 
 
@@ -54,7 +55,7 @@ def auto_impl(backend: str, accelerated: bool, dilation: int) -> str:
     Keras under torch), which also runs on TensorFlow, whose CPU kernel refuses dilated
     transposed convolutions.
     """
-    if not accelerated and dilation >= FOLD_FROM[backend]:
+    if not accelerated and dilation >= FOLD_FROM.get(backend, dilation + 1):
         return "fold"
     if backend == "torch":
         return "keras"

@@ -1,8 +1,8 @@
 """Our convolution layers compute exactly what Keras's Conv1D / Conv1DTranspose compute.
 
 Every formulation ("native" dilated conv, "phase" space-to-batch, "fold" an undilated
-2-D conv down rows of d samples, "keras" the plain layers' own computation), odd and even kernels,
-lengths that are not a multiple of the dilation.
+2-D conv down rows of d samples, "keras" the plain layers' own computation), odd and even
+kernels, lengths that are not a multiple of the dilation and lengths that are.
 Runs on every backend.
 """
 

@@ -4,6 +4,7 @@ overlap for real, and stop cleanly with one error and no output when any stage f
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import threading
 
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 
 import keras_sep
+from keras_sep import warm_start
 from keras_sep.audio import BLOCK_FRAMES, read_audio
 from keras_sep.cli import main
 from keras_sep.config import WaveUNetConfig
@@ -238,6 +240,28 @@ def test_a_write_failure_stops_the_decoder_and_the_model(tmp_path, monkeypatch):
     assert not stage_threads()
     # The model stage stopped within a few batches of the failure, not at the song's end.
     assert model.calls < batches / 2, (model.calls, batches)
+
+
+def test_a_decoding_failure_midway_is_one_line_and_leaves_no_output(tmp_path, monkeypatch, capsys):
+    """A FLAC cut short decodes for seconds, then loses sync: the model has run on the
+    first blocks by then, and the command still ends in one line and writes nothing."""
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "full.flac", rng.uniform(-0.3, 0.3, (6 * BLOCK_FRAMES, 2)), 44100)
+    data = (tmp_path / "full.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) * 6 // 10])
+    (tmp_path / "full.flac").unlink()
+    model = Failing(fail_at=-1)
+    monkeypatch.setattr(keras_sep, "load", lambda *args, **kwargs: model)
+    monkeypatch.setattr(warm_start, "onnx_separator", lambda *args: None)
+    code = main(["separate", str(tmp_path / "cut.flac"), "-o", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert model.calls > 0
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert re.fullmatch(r"error: .*cut.flac cannot be decoded after [1-9][0-9.]* s .*", errors[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.flac"]
+    assert not stage_threads()
 
 
 def test_the_decoder_runs_while_the_model_computes(tmp_path):

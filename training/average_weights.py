@@ -5,10 +5,10 @@
 At a constant learning rate the weights wander around a minimum from epoch to epoch; their
 uniform average sits nearer its centre than any one of them (Izmailov et al., 2018,
 "Averaging Weights Leads to Wider Optima and Better Generalization"). The snapshots are
-weight files of RUN's network, such as copies of its ``backup/latest.weights.h5`` taken
-after each epoch (docs/separation.md, candidate D). OUT gets RUN's config.json record plus
-``swa`` (the run and the snapshots averaged). Our networks have no batch normalization, so
-the average needs no statistics recomputed.
+weight files of RUN's network, such as the ``epochs/epochNNNN.weights.h5`` that a run
+trained with ``--set keep_epochs=true`` saves after each epoch (docs/training.md). OUT
+gets RUN's config.json record plus ``swa`` (the run and the snapshots averaged). Our
+networks have no batch normalization, so the average needs no statistics recomputed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Callbacks of train.py: the best model as a model folder, progress, a loss-curve plot."""
+"""Callbacks of train.py: the best model as a model folder, every epoch's weights, progress,
+a loss-curve plot."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import keras
 
 import keras_sep
-from keras_sep.files import staged_file
+from keras_sep.files import check_free, staged_file
+
+EPOCHS_DIR = "epochs"
 
 
 class SaveBest(keras.callbacks.Callback):
@@ -42,6 +45,24 @@ class SaveBest(keras.callbacks.Callback):
             self.model, self.folder, {**self.metadata, "best": best}, overwrite=self.overwrite
         )
         self.overwrite = False  # from now on the folder's model is this run's own
+
+
+class KeepEpochs(keras.callbacks.Callback):
+    """Save each finished epoch's weights as ``epochs/epochNNNN.weights.h5`` in ``folder``
+    (numbered from 1, as the history), for ``training/average_weights.py``."""
+
+    def __init__(self, folder: Path, epochs: range, overwrite: bool = False):
+        super().__init__()
+        self.folder, self.overwrite = Path(folder) / EPOCHS_DIR, overwrite
+        for epoch in epochs:  # a file in the way stops the run before its first epoch
+            check_free(self.path(epoch), overwrite)
+
+    def path(self, epoch: int) -> Path:
+        return self.folder / f"epoch{epoch:04d}.weights.h5"
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        with staged_file(self.path(epoch + 1), ".weights.h5", self.overwrite) as tmp:
+            self.model.save_weights(tmp)
 
 
 class TrainProgress(keras.callbacks.Callback):

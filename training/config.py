@@ -91,6 +91,9 @@ class TrainConfig:
     learning_rate: float = 1e-4
     loss_reduction: str = "sum"  # of the per-source MSEs: "sum" or "mean"
     early_stopping_patience: int | None = None
+    # Also save every epoch's weights as epochs/epochNNNN.weights.h5 in the run folder, to
+    # average them afterwards (training/average_weights.py, stochastic weight averaging).
+    keep_epochs: bool = False
     seed: int = 42
     # Start from the weights of this model folder, run folder or "bundled" (optimizer fresh).
     init_from: str | None = None

@@ -442,7 +442,7 @@ def train(
 
     from keras_sep.models import SeparationModel
     from keras_sep.training import pipeline
-    from keras_sep.training.callbacks import SaveBest, TrainProgress, plot_history
+    from keras_sep.training.callbacks import KeepEpochs, SaveBest, TrainProgress, plot_history
     from keras_sep.training.device import cpu_cost_note, training_device
     from keras_sep.training.finetune import check_source, load_source_weights
 
@@ -556,6 +556,9 @@ def train(
         )
     adapt_for_multiworker(model, strategy)
 
+    ours = overwrite or start_epoch > 0  # checked above, or written by this run before
+    epochs = range(start_epoch + 1, cfg.epochs + 1)
+    keep_epochs = KeepEpochs(out, epochs, ours) if cfg.keep_epochs else None  # checks first
     make_folder(out)
     resolved = {
         **cfg.to_dict(),
@@ -568,7 +571,6 @@ def train(
         **({"started_from": started_from} if started_from else {}),
         **({"held_out": held_out} if held_out else {}),
     }
-    ours = overwrite or start_epoch > 0  # checked above, or written by this run before
     atomic_write_text(out / TRAIN_CONFIG, yaml.safe_dump(resolved, sort_keys=False), ours)
     run_callbacks = [
         keras.callbacks.BackupAndRestore(str(out / BACKUP_DIR)),
@@ -579,6 +581,8 @@ def train(
         run_callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
     shown = TrainProgress(cfg.epochs, steps, start_epoch, quiet=not progress)
     callbacks = [*run_callbacks, shown, *(callbacks or [])]
+    if keep_epochs:
+        callbacks.append(keep_epochs)
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(patience=cfg.early_stopping_patience, verbose=1)

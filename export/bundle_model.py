@@ -86,9 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         "in proportion to the stems' magnitudes to the power P, over 0.75 s frames "
         "(keras_sep/mask.py)",
     )
+    p.add_argument(
+        "--mask-spatial",
+        action="store_true",
+        help="with --mask-power: weigh the stems' stereo images and spectra over the song "
+        "too (a multichannel Wiener filter, statistics up to 10 s ahead)",
+    )
     args = p.parse_args(argv)
+    if args.mask_spatial and args.mask_power is None:
+        p.error("--mask-spatial needs --mask-power")
     gate = None if args.gate_db is None else Gate(threshold_db=args.gate_db)
-    mask = None if args.mask_power is None else SoftMask(power=args.mask_power)
+    mask = None
+    if args.mask_power is not None:
+        mask = SoftMask(power=args.mask_power, spatial=args.mask_spatial)
     print(f"bundled {args.run} as {bundle(args.run, args.dest, gate, mask)}")
     return 0
 

@@ -222,8 +222,8 @@ def _add_separate(sub) -> None:
         "--no-mask",
         action="store_true",
         help="no soft mask (by default a model folder may name one: the bundled model's gives "
-        "each stem the mixture's spectrum in proportion to the stems' magnitudes, which takes "
-        "out much of what leaks between them)",
+        "each stem the mixture's spectrum by the stems' magnitudes and stereo images, which "
+        "takes out much of what leaks between them)",
     )
     add_precision_argument(p)
     p.add_argument(

@@ -16,6 +16,18 @@ periodic Hann window on analysis and synthesis at a hop of a quarter frame, whos
 sum to 1.5 at every sample. The filter streams: it holds one frame of lookahead, and the
 stems it gives for a song are the same however the song arrives in blocks (to float32
 rounding).
+
+With ``spatial``, the weights also use the stems' stereo image and their spectra over the
+song: a multichannel Wiener filter (as Open-Unmix's ``norbert``, one step, initialised with
+the model's stems). Stem j has a level ``v_j = (mean over channels |S_j|^2)^(power / 2)``
+in each bin and frame, and a spatial covariance per bin, ``R_j = sum_t S_j S_j^H /
+sum_t v_j`` over the frames from the song's start to ``lookahead`` seconds ahead; stem j
+gets ``v_j R_j (sum_k v_k R_k)^-1 x`` of the mixture's spectrum ``x``. ``R_j`` carries both
+where the stem sits between the channels and how loud it usually is in that bin, so a bin
+where a stem is as loud as another this frame, but rarely is, goes mostly to the other.
+When every stem has the same stereo image and level over the song this is the soft mask.
+The filter then holds ``lookahead`` seconds (and a frame) of lookahead; memory stays
+bounded by that, whatever the song's length.
 """
 
 from __future__ import annotations
@@ -38,24 +50,35 @@ TINY = 1e-20  # a bin where every stem is silent: the mixture is silent there to
 OVERLAP = 4  # frames covering each sample (hop = frame / OVERLAP)
 HANN_SQUARES = 1.5  # sum over the frames of the squared periodic Hann window, hop frame/4
 FRAMES_PER_CALL = 32  # frames transformed together (bounds the memory: ~40 MB at 16384)
+REGULARISE = 1e-9  # added to the mixture covariance's diagonal, relative to its mean level
 
 
 @dataclass(frozen=True)
 class SoftMask:
-    """Frame length (seconds, rounded to a power of two samples) and the magnitude power."""
+    """Frame length (seconds, rounded to a power of two samples), the magnitude power, and
+    whether to weigh the stems' stereo image and song-long spectra (``spatial``, with
+    statistics up to ``lookahead`` seconds ahead)."""
 
     window: float = 0.75
     power: float = 1.0
+    spatial: bool = False
+    lookahead: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("window", "power"):
+        for name in ("window", "power", "lookahead"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.spatial, bool):
+            raise ValueError(f"spatial must be true or false, got {self.spatial!r}")
 
     def frame(self, rate: int) -> int:
         """Frame length in samples at ``rate``: a power of two, at least 4 * OVERLAP."""
         return max(4 * OVERLAP, 2 ** round(math.log2(self.window * rate)))
+
+    def ahead(self, rate: int) -> int:
+        """Frames past each frame whose statistics ``spatial`` uses (0 without it)."""
+        return round(self.lookahead * rate / (self.frame(rate) // OVERLAP)) if self.spatial else 0
 
     def apply(self, blocks: Iterator[dict[str, np.ndarray]], rate: int) -> Iterator[dict]:
         """Filter consecutive stem blocks (each source -> (samples, channels)) at ``rate``.
@@ -68,23 +91,35 @@ class SoftMask:
         hop = n // OVERLAP
         window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
         names: list[str] | None = None
-        held = out = None  # input and output from the next frame's start on
+        held = out = ready = None  # input, output and spectra from the next frame's start on
         lead = n - hop  # padding samples still at the front of ``out``
+        ahead = self.ahead(rate)
+        spatial = _SongStatistics(self.power, ahead) if self.spatial else None
 
-        def frames(count: int) -> None:
-            """Filter ``count`` frames from ``held``'s start; adds them into ``out``."""
+        def frames(count: int, whole: int) -> None:
+            """Filter ``count`` frames from ``held``'s start (``whole`` frames of it are
+            there to use); adds them into ``out``."""
+            nonlocal ready
+            last = min(count - 1 + ahead, whole - 1)  # the last frame the filter looks at
             spectra = {}
-            for s in names:
+            for s in names:  # frames ``ready`` holds were transformed by the last call
                 view = np.lib.stride_tricks.sliding_window_view(held[s], n, axis=0)
                 # (frames, channels, n): frame i starts at i * hop.
-                spectra[s] = scipy.fft.rfft(view[: (count - 1) * hop + 1 : hop] * window, axis=-1)
-            mixture = sum(spectra.values())
-            weights = {s: np.abs(v) for s, v in spectra.items()}
-            if self.power != 1:
-                weights = {s: w**self.power for s, w in weights.items()}
-            total = sum(weights.values()) + TINY
+                start = len(ready[s]) * hop
+                spectrum = scipy.fft.rfft(view[start : last * hop + 1 : hop] * window, axis=-1)
+                spectra[s] = np.concatenate([ready[s], spectrum])
+            ready = {s: v[count:] for s, v in spectra.items()}
+            if spatial is not None:
+                filtered = spatial.filter(spectra, count, last, names[:-1])
+            else:
+                weights = {s: np.abs(v) for s, v in spectra.items()}
+                if self.power != 1:
+                    weights = {s: w**self.power for s, w in weights.items()}
+                total = sum(weights.values()) + TINY
+                mixture = sum(spectra.values())
+                filtered = {s: mixture * (weights[s] / total) for s in names[:-1]}
             for s in names[:-1]:  # the last stem is what the others leave (``release``)
-                y = scipy.fft.irfft(mixture * (weights[s] / total), n, axis=-1) * window
+                y = scipy.fft.irfft(filtered[s], n, axis=-1) * window
                 y = np.moveaxis(y, 1, 2)  # (frames, n, channels)
                 for phase in range(OVERLAP):  # frames phase, phase + 4, ... do not overlap
                     part = y[phase::OVERLAP].reshape(-1, y.shape[-1])
@@ -102,13 +137,17 @@ class SoftMask:
             lead -= cut
             return {s: v[cut:] for s, v in block.items()}
 
-        def run() -> Iterator[dict[str, np.ndarray]]:
-            """Filter every frame that ``held`` holds whole; give what is final."""
+        def run(end: bool = False) -> Iterator[dict[str, np.ndarray]]:
+            """Filter every frame that ``held`` holds whole, with its lookahead unless at the
+            song's ``end``; give what is final."""
             nonlocal out
-            while len(held[names[0]]) >= n:
-                count = min(FRAMES_PER_CALL, (len(held[names[0]]) - n) // hop + 1)
+            while (whole := (len(held[names[0]]) - n) // hop + 1) > 0:
+                # With lookahead, whole chunks from the song's start (``_SongStatistics``).
+                count = min(FRAMES_PER_CALL, whole)
+                if not end and ahead and whole < FRAMES_PER_CALL + ahead:
+                    break
                 out = {s: _grown(out[s], (count - 1) * hop + n) for s in names}
-                frames(count)
+                frames(count, whole)
                 block = release(count * hop)
                 if len(block[names[0]]):
                     yield block
@@ -118,6 +157,7 @@ class SoftMask:
                 names = list(block)
                 width = next(iter(block.values())).shape[1]
                 held = {s: np.zeros((lead, width), np.float32) for s in names}
+                ready = {s: np.zeros((0, width, n // 2 + 1), np.complex64) for s in names}
                 out = {s: np.zeros((0, width), np.float32) for s in names}
             held = {s: np.concatenate([held[s], np.asarray(block[s], np.float32)]) for s in names}
             yield from run()
@@ -127,11 +167,69 @@ class SoftMask:
         remaining = len(held[names[0]]) - lead
         last = (len(held[names[0]]) - 1) // hop * hop
         held = {s: _grown(v, last + n) for s, v in held.items()}
-        for block in run():
+        for block in run(end=True):
             block = {s: v[:remaining] for s, v in block.items()}
             remaining -= len(block[names[0]])
             if len(block[names[0]]):
                 yield block
+
+
+class _SongStatistics:
+    """``SoftMask(spatial=True)``'s weights: sums, from the song's first frame, of each
+    stem's ``S S^H`` and level ``v`` per bin. They grow a chunk of ``FRAMES_PER_CALL``
+    frames at a time, counted from the song's start, so a frame's weights do not depend on
+    how the song arrived in blocks."""
+
+    def __init__(self, power: float, ahead: int) -> None:
+        self.power, self.ahead = power, ahead
+        self.done = self.seen = 0  # frames filtered, frames summed (from the song's start)
+        self.sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def filter(self, spectra: dict, count: int, last: int, names: list[str]) -> dict:
+        """The filtered spectra of the first ``count`` of ``spectra``'s frames (each stem:
+        (frames, channels, bins), frame 0 = the next frame to filter, ``last`` + 1 frames),
+        for the stems ``names``, weighed with the sums up to frame ``last``."""
+        first = self.seen - self.done  # the first frame not in the sums yet
+        levels, images = [], []  # v (count, bins) and R (channels, channels, bins) per stem
+        for s, z in spectra.items():
+            new = z[first:]
+            outer, level = self.sums.get(s, (0, 0))
+            outer = outer + np.einsum("fib,fjb->ijb", new, new.conj()).astype(complex)
+            level = level + np.sum(self.level(new), axis=0, dtype=float)
+            self.sums[s] = outer, level
+            images.append((outer / np.maximum(level, TINY)).astype(np.complex64))
+            levels.append(self.level(z[:count]))
+        self.seen = max(self.seen, self.done + last + 1)
+        self.done += count
+        levels, images = np.stack(levels), np.stack(images)
+        channels = images.shape[1]
+        # sum_k v_k R_k, regularised, and x: per frame and bin, (count, bins, channels, ...)
+        both = np.einsum("stb,sijb->tbij", levels, images.astype(complex))  # float64: tiny dets
+        scale = np.trace(both, axis1=-2, axis2=-1).real / channels
+        both += (REGULARISE * scale + TINY)[..., None, None] * np.eye(channels)
+        mixture = np.moveaxis(sum(spectra.values())[:count], 1, 2)[..., None]
+        solved = _solve(both, mixture)[..., 0]  # (sum_k v_k R_k)^-1 x: (count, bins, channels)
+        solved = solved.astype(np.complex64)
+        return {
+            s: levels[k][:, None] * np.einsum("ijb,tbj->tib", images[k], solved)
+            for k, s in enumerate(spectra)
+            if s in names
+        }
+
+    def level(self, z: np.ndarray) -> np.ndarray:
+        """v: the mean power over the channels to ``power / 2``; (frames, bins)."""
+        return np.mean(z.real**2 + z.imag**2, axis=1) ** (self.power / 2)
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a^-1 b`` for a stack of Hermitian matrices ``a``; 2 x 2 (stereo) in closed form,
+    which is many times faster than LAPACK's one small matrix at a time."""
+    if a.shape[-1] != 2:
+        return np.linalg.solve(a, b)
+    p, q, r = (v[..., None] for v in (a[..., 0, 0].real, a[..., 0, 1], a[..., 1, 1].real))
+    x, y = b[..., 0, :], b[..., 1, :]
+    det = p * r - (q * q.conj()).real
+    return np.stack([r * x - q * y, p * y - q.conj() * x], axis=-2) / det[..., None]
 
 
 def _grown(x: np.ndarray, length: int) -> np.ndarray:

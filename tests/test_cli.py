@@ -187,6 +187,9 @@ def test_bundling_a_run_strips_its_paths(tmp_path):
     post_filtered = keras_sep.load(tmp_path / "gated")
     assert model_gate(post_filtered) == Gate(threshold_db=-14.0)
     assert model_mask(post_filtered) == SoftMask(power=1.5)
+    argv = [str(run), "--dest", str(tmp_path / "spatial"), "--mask-power", "1.25", "--mask-spatial"]
+    assert bundle_main(argv) == 0
+    assert model_mask(keras_sep.load(tmp_path / "spatial")) == SoftMask(power=1.25, spatial=True)
 
 
 @pytest.mark.slow

@@ -7,11 +7,13 @@ import pytest
 from scipy.signal import istft, stft
 
 from keras_sep.errors import ModelFolderError
-from keras_sep.mask import SoftMask, model_mask
+from keras_sep.mask import FRAMES_PER_CALL, OVERLAP, SoftMask, model_mask
 from keras_sep.separate import separate
 
 RATE = 2730  # the default 0.75 s window is 2048 samples here
 SOURCES = ("vocals", "drums", "bass", "other")
+# The plain mask and the spatial one, with a lookahead shorter than the test songs.
+MASKS = [SoftMask(), SoftMask(power=1.25, spatial=True, lookahead=1.0)]
 
 
 def stems(n=20_000, seed=0):
@@ -70,32 +72,79 @@ def test_the_filter_is_a_soft_mask_of_the_mixture_spectrum(power):
     assert max(np.abs(got[s] - x[s]).max() for s in SOURCES) > 0.01
 
 
-def test_a_lone_stem_is_given_back_whole():
+@pytest.mark.parametrize("mask", MASKS)
+def test_a_lone_stem_is_given_back_whole(mask):
     x = stems()
     alone = {s: (v if s == "drums" else np.zeros_like(v)) for s, v in x.items()}
-    got = masked(SoftMask(), [alone])
+    got = masked(mask, [alone])
     np.testing.assert_allclose(got["drums"], alone["drums"], rtol=0, atol=1e-6)
     assert max(np.abs(got[s]).max() for s in SOURCES if s != "drums") < 1e-6
 
 
+@pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("sizes", [[1] * 5 + [19_995], [7, 1234, 3, 9000], [2048] * 10, [100]])
-def test_blocks_of_any_size_give_the_stems_of_the_whole_song(sizes):
-    x = stems(seed=1)
+def test_blocks_of_any_size_give_the_stems_of_the_whole_song(sizes, mask):
+    x = stems(n=40_000 if mask.spatial else 20_000, seed=1)  # spatial: several chunks
     n = len(x["vocals"])
-    whole = masked(SoftMask(), [x])
+    whole = masked(mask, [x])
     cuts = [c for c in np.cumsum(sizes) if c < n]
     parts = np.split(np.arange(n), cuts)
-    streamed = masked(SoftMask(), [{s: v[p] for s, v in x.items()} for p in parts])
+    streamed = masked(mask, [{s: v[p] for s, v in x.items()} for p in parts])
     for s in SOURCES:
         np.testing.assert_allclose(streamed[s], whole[s], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("length", [1, 100, 2047, 2049])
-def test_songs_shorter_than_a_frame_keep_their_length_and_sum(length):
+def test_songs_shorter_than_a_frame_keep_their_length_and_sum(length, mask):
     x = stems(n=length, seed=2)
-    got = masked(SoftMask(), [x])
+    got = masked(mask, [x])
     assert all(got[s].shape == (length, 2) for s in SOURCES)
     np.testing.assert_allclose(sum(got.values()), sum(x.values()), rtol=0, atol=1e-6)
+
+
+def panned(n=30_000, seed=4):
+    """Two noise sources with one spectrum, panned apart, and estimates that each carry
+    a third of the other."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 0.1, (n, 1)) * np.array([[1.0, 0.3]])
+    b = rng.normal(0, 0.1, (n, 1)) * np.array([[0.3, 1.0]])
+    truth = {"a": a.astype(np.float32), "b": b.astype(np.float32)}
+    estimates = {"a": (2 * a + b) / 3, "b": (a + 2 * b) / 3}
+    return truth, {s: v.astype(np.float32) for s, v in estimates.items()}
+
+
+def test_the_spatial_filter_separates_stems_by_where_they_sit():
+    truth, estimates = panned()
+    error = {
+        name: sum(np.sum((got[s] - truth[s]) ** 2) for s in truth)
+        for name, got in (
+            ("model", estimates),
+            ("soft", masked(SoftMask(), [estimates])),
+            ("spatial", masked(SoftMask(spatial=True), [estimates])),
+        )
+    }
+    # Same spectra: magnitudes alone hardly tell the stems apart; their stereo images do.
+    assert error["soft"] > 0.9 * error["model"]
+    assert error["spatial"] < 0.4 * error["model"]
+
+
+def test_a_frame_hears_the_song_only_up_to_its_lookahead():
+    mask = SoftMask(spatial=True, lookahead=1.0)
+    n, hop, ahead = mask.frame(RATE), mask.frame(RATE) // OVERLAP, mask.ahead(RATE)
+    x = stems(n=60_000, seed=5)
+    change = 40_000
+    y = {s: v.copy() for s, v in x.items()}
+    y["vocals"][change:] *= 4  # louder singing from here on
+    got, other = masked(mask, [x]), masked(mask, [y])
+    # Untouched: samples whose frames' chunks sum frames that all end before the change.
+    safe = change - (ahead + FRAMES_PER_CALL + OVERLAP) * hop - n
+    assert safe > 0
+    for s in SOURCES:
+        np.testing.assert_array_equal(got[s][:safe], other[s][:safe])
+    # But the sums do reach ahead: before the change, the weights already differ.
+    before = slice(safe, change - n)
+    assert max(np.abs(got[s][before] - other[s][before]).max() for s in SOURCES) > 1e-4
 
 
 def test_frames_are_powers_of_two():
@@ -132,7 +181,11 @@ def test_separate_masks_as_the_model_folder_says_and_not_otherwise():
         np.testing.assert_allclose(asked[s], own[s], atol=1e-7)
 
 
-@pytest.mark.parametrize("bad", [{"window": "long"}, {"power": 0}, {"window": -1}, {"bins": 3}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"window": "long"}, {"power": 0}, {"window": -1}, {"bins": 3}, {"spatial": "yes"}]
+    + [{"spatial": True, "lookahead": 0}],
+)
 def test_a_bad_mask_in_a_folder_is_a_one_line_model_folder_error(bad):
     with pytest.raises(ModelFolderError, match='bad "mask"') as e:
         model_mask(Mixer({"mask": bad}))

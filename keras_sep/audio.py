@@ -4,12 +4,15 @@ Decoding uses soundfile (libsndfile: wav, flac, ogg, mp3 and more), which works 
 every Keras backend and needs no TensorFlow; formats it cannot open (m4a/aac, mp4, ...)
 go through the ``ffmpeg`` command when it is on PATH. tensorflow-io is available as
 ``decoder="tfio"`` with the ``[tfio]`` extra: it reads the same formats as soundfile (not
-AAC), so it is never the default. Resampling uses scipy's polyphase filter, exact for
-rational ratios such as 44100 -> 22050 Hz and identical on every machine.
+AAC), so it is never the default. Resampling is scipy's polyphase filter
+(``resample_poly``'s, exact for rational ratios such as 44100 -> 22050 Hz), computed here
+in NumPy, which is faster and spares ``separate`` the import of scipy.signal (0.6 to 0.9 s
+on a 2-core machine).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -40,6 +43,9 @@ WRITE_FORMATS = {
 MIN_SECONDS = 0.01
 # Frames decoded at a time when streaming: 1.5 s at 44.1 kHz, 0.5 MB of stereo float32.
 BLOCK_FRAMES = 1 << 16
+# Resampling computes each output phase in a product of its own; rate pairs with more
+# phases (no large common divisor, such as 44099 -> 22050 Hz) use scipy's resample_poly.
+MAX_PHASES = 1024
 
 
 class AudioReader:
@@ -249,6 +255,57 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return Resampler(rate_in, rate_out)(audio, last=True)
 
 
+@functools.lru_cache(maxsize=16)
+def _polyphase_filter(up: int, down: int) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's ``resample_poly(x, up, down)`` filter, one row per output phase: output
+    ``k * up + r`` is ``sum_t taps[r, t] * x[k * down + starts[r] + t]``.
+
+    The filter is resample_poly's default: scipy's ``firwin`` low-pass with a Kaiser
+    window (beta 5), cut off at the lower of the two Nyquist rates, 10 zero crossings
+    either side, unit gain at 0 Hz, in float32, times ``up``.
+    """
+    rate = max(up, down)
+    half = 10 * rate
+    h = np.sinc(np.arange(-half, half + 1) / rate) * np.kaiser(2 * half + 1, 5.0)
+    h = (h / h.sum()).astype(np.float32)
+    h *= up
+    count = -(-len(h) // up)  # taps per phase
+    # Output m is sum_t h[phase + t * up] * x[base - t], (base, phase) = divmod(m*down + half, up).
+    base, phase = np.divmod(np.arange(up) * down + half, up)
+    h = np.concatenate([h, np.zeros(up, np.float32)])  # a phase's last taps may fall past h
+    taps = h[phase[:, None] + (count - 1 - np.arange(count)) * up]  # t reversed: x forwards
+    return taps, base - (count - 1)
+
+
+def _polyphase(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """``scipy.signal.resample_poly(x, up, down, axis=0)`` for (time, channels) x, in
+    float32, the same to float32 rounding. One product per output phase over strided
+    windows of x (not copied), in NumPy's own loops: no BLAS threads beside the model's."""
+    if up > MAX_PHASES:
+        from scipy.signal import resample_poly
+
+        return resample_poly(np.asarray(x, np.float32), up, down, axis=0)
+    taps, starts = _polyphase_filter(up, down)
+    first = int(starts.min())
+    width = int(starts.max()) - first + taps.shape[1]
+    outputs = -(-len(x) * up // down)
+    rows = -(-outputs // up)
+    if rows == 0:
+        return np.zeros((0, x.shape[1]), np.float32)
+    # Channels first, with zeros around x so that every window lies inside.
+    front = max(0, -first)
+    back = max(0, (rows - 1) * down + first + width - len(x))
+    padded = np.zeros((x.shape[1], front + len(x) + back), np.float32)
+    padded[:, front : front + len(x)] = x.T
+    windows = np.lib.stride_tricks.sliding_window_view(padded[:, front + first :], width, axis=1)
+    windows = windows[:, ::down][:, :rows]  # (channels, rows, width), a view
+    y = np.empty((x.shape[1], rows, up), np.float32)
+    for r, start in enumerate(starts - first):
+        part = windows[:, :, start : start + taps.shape[1]]
+        np.einsum("crw,w->cr", part, taps[r], out=y[:, :, r])
+    return np.ascontiguousarray(y.reshape(x.shape[1], -1)[:, :outputs].T)
+
+
 class Resampler:
     """``resample`` for a stream cut into blocks of any size, with the same result.
 
@@ -274,8 +331,6 @@ class Resampler:
         """The outputs that ``block`` completes (all the remaining ones if ``last``)."""
         if self.up == self.down:
             return block
-        from scipy.signal import resample_poly
-
         buf = block if self.pending is None else np.concatenate([self.pending, block])
         self.seen += len(block)
         if last:
@@ -286,7 +341,7 @@ class Resampler:
         if stop <= self.done:
             return np.zeros((0, *block.shape[1:]), dtype=np.float32)
         first = self._first_input(self.done)
-        y = resample_poly(buf[first - self.start :], self.up, self.down, axis=0)
+        y = _polyphase(buf[first - self.start :], self.up, self.down)
         offset = first * self.up // self.down
         out = y[self.done - offset : stop - offset].astype(np.float32)
         self.done = stop

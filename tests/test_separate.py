@@ -1,6 +1,7 @@
 """The overlap-add routine, audio I/O and their errors."""
 
 import os
+import subprocess
 import sys
 import types
 
@@ -180,6 +181,38 @@ def test_resample_lengths_and_identity():
     x = np.random.default_rng(0).standard_normal((44100, 2)).astype("float32")
     assert resample(x, 44100, 22050).shape == (22050, 2)
     assert resample(x, 44100, 44100) is x
+
+
+@pytest.mark.parametrize(
+    "rates",
+    [(44100, 22050), (22050, 44100), (48000, 22050), (22050, 48000), (8000, 22050), (44099, 22050)],
+)
+def test_resample_is_scipys_polyphase_filter(rates):
+    # Our NumPy products against scipy's own resample_poly, short and long inputs; the last
+    # pair has 22050 output phases, more than MAX_PHASES, and goes to scipy itself.
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    up, down = rates[1] // gcd(*rates), rates[0] // gcd(*rates)
+    for length in (1, 3, 40, 30011):
+        x = np.random.default_rng(length).uniform(-1, 1, (length, 2)).astype("float32")
+        got = resample(x, *rates)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, resample_poly(x, up, down, axis=0), atol=1e-6)
+
+
+def test_resampling_does_not_import_scipy_signal():
+    # Its import takes most of a second, which every separate would wait for.
+    code = (
+        "import sys, numpy as np\n"
+        "from keras_sep.audio import resample\n"
+        "x = np.ones((44100, 2), np.float32)\n"
+        "resample(resample(x, 44100, 22050), 22050, 48000)\n"
+        "assert 'scipy.signal' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_separate_rejects_wrong_channels(scaler):

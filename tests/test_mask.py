@@ -129,6 +129,27 @@ def test_the_spatial_filter_separates_stems_by_where_they_sit():
     assert error["spatial"] < 0.4 * error["model"]
 
 
+def test_the_stereo_closed_form_is_the_general_multichannel_filter():
+    from keras_sep.mask import _wiener, _wiener_stereo
+
+    rng = np.random.default_rng(4)
+    stems_, frames, bins = 4, 5, 33
+    z = rng.normal(size=(stems_, 8, 2, bins)) + 1j * rng.normal(size=(stems_, 8, 2, bins))
+    images = np.einsum("sfib,sfjb->sijb", z, z.conj()) / 8  # Hermitian, positive
+    images[0, :, :, :3] = np.array([[1, 1], [1, 1]])[..., None]  # singular: one direction only
+    levels = rng.uniform(0, 2, (stems_, frames, bins)).astype(np.float32)
+    levels[:, :, 5] = 0  # every stem silent in a bin
+    mixture = (rng.normal(size=(frames, 2, bins)) + 1j * rng.normal(size=(frames, 2, bins))).astype(
+        np.complex64
+    )
+    general = _wiener(levels, images, mixture, [0, 2, 3])
+    stereo = _wiener_stereo(levels, images, mixture, [0, 2, 3])
+    assert sorted(stereo) == [0, 2, 3]
+    for k in stereo:
+        assert stereo[k].shape == mixture.shape
+        np.testing.assert_allclose(stereo[k], general[k], rtol=1e-4, atol=1e-5)
+
+
 def test_a_frame_hears_the_song_only_up_to_its_lookahead():
     mask = SoftMask(spatial=True, lookahead=1.0)
     n, hop, ahead = mask.frame(RATE), mask.frame(RATE) // OVERLAP, mask.ahead(RATE)

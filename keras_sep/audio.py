@@ -299,11 +299,11 @@ def _polyphase(x: np.ndarray, up: int, down: int) -> np.ndarray:
     padded[:, front : front + len(x)] = x.T
     windows = np.lib.stride_tricks.sliding_window_view(padded[:, front + first :], width, axis=1)
     windows = windows[:, ::down][:, :rows]  # (channels, rows, width), a view
-    y = np.empty((x.shape[1], rows, up), np.float32)
+    y = np.empty((rows, up, x.shape[1]), np.float32)  # output k * up + r is y[k, r]
     for r, start in enumerate(starts - first):
         part = windows[:, :, start : start + taps.shape[1]]
-        np.einsum("crw,w->cr", part, taps[r], out=y[:, :, r])
-    return np.ascontiguousarray(y.reshape(x.shape[1], -1)[:, :outputs].T)
+        np.einsum("crw,w->rc", part, taps[r], out=y[:, r])
+    return y.reshape(-1, x.shape[1])[:outputs]
 
 
 class Resampler:

@@ -284,7 +284,7 @@ def _polyphase(x: np.ndarray, up: int, down: int) -> np.ndarray:
     if up > MAX_PHASES:
         from scipy.signal import resample_poly
 
-        return resample_poly(np.asarray(x, np.float32), up, down, axis=0)
+        return resample_poly(np.asarray(x, np.float32), up, down, axis=0).astype(np.float32)
     taps, starts = _polyphase_filter(up, down)
     first = int(starts.min())
     width = int(starts.max()) - first + taps.shape[1]

@@ -26,8 +26,10 @@ gets ``v_j R_j (sum_k v_k R_k)^-1 x`` of the mixture's spectrum ``x``. ``R_j`` c
 where the stem sits between the channels and how loud it usually is in that bin, so a bin
 where a stem is as loud as another this frame, but rarely is, goes mostly to the other.
 When every stem has the same stereo image and level over the song this is the soft mask.
-The filter then holds ``lookahead`` seconds (and a frame) of lookahead; memory stays
-bounded by that, whatever the song's length.
+``sum_k v_k R_k`` gets ``REGULARISE`` of its mean diagonal added to its diagonal, so that
+nearly singular bins do not amplify the stems' float rounding. The filter then holds
+``lookahead`` seconds (and a frame) of lookahead; memory stays bounded by that, whatever
+the song's length.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ TINY = 1e-20  # a bin where every stem is silent: the mixture is silent there to
 OVERLAP = 4  # frames covering each sample (hop = frame / OVERLAP)
 HANN_SQUARES = 1.5  # sum over the frames of the squared periodic Hann window, hop frame/4
 FRAMES_PER_CALL = 32  # frames transformed together (bounds the memory: ~40 MB at 16384)
-REGULARISE = 1e-9  # added to the mixture covariance's diagonal, relative to its mean level
+REGULARISE = 1e-4  # added to the mixture covariance's diagonal, relative to its mean level
 
 
 @dataclass(frozen=True)

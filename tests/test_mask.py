@@ -7,7 +7,7 @@ import pytest
 from scipy.signal import istft, stft
 
 from keras_sep.errors import ModelFolderError
-from keras_sep.mask import FRAMES_PER_CALL, OVERLAP, SoftMask, model_mask
+from keras_sep.mask import FRAMES_PER_CALL, OVERLAP, REGULARISE, SoftMask, model_mask
 from keras_sep.separate import separate
 
 RATE = 2730  # the default 0.75 s window is 2048 samples here
@@ -77,8 +77,19 @@ def test_a_lone_stem_is_given_back_whole(mask):
     x = stems()
     alone = {s: (v if s == "drums" else np.zeros_like(v)) for s, v in x.items()}
     got = masked(mask, [alone])
-    np.testing.assert_allclose(got["drums"], alone["drums"], rtol=0, atol=1e-6)
-    assert max(np.abs(got[s]).max() for s in SOURCES if s != "drums") < 1e-6
+    if mask.spatial:
+        # The Wiener step's regularisation (REGULARISE of each bin's mean level on the
+        # diagonal) holds back a little of even a lone stem, most in its weaker stereo
+        # direction: 3e-4 of its RMS here (-70 dB). That goes to the last stem, so the
+        # stems still sum to the mixture.
+        lost = got["drums"] - alone["drums"]
+        assert np.sqrt(np.mean(lost**2)) < 10 * REGULARISE * np.sqrt(np.mean(alone["drums"] ** 2))
+        np.testing.assert_allclose(got["other"], -lost, atol=1e-6)
+        quiet = ("vocals", "bass")
+    else:
+        np.testing.assert_allclose(got["drums"], alone["drums"], rtol=0, atol=1e-6)
+        quiet = ("vocals", "bass", "other")
+    assert max(np.abs(got[s]).max() for s in quiet) < 1e-6
 
 
 @pytest.mark.parametrize("mask", MASKS)

@@ -46,6 +46,9 @@ BLOCK_FRAMES = 1 << 16
 # Resampling computes each output phase in a product of its own; rate pairs with more
 # phases (no large common divisor, such as 44099 -> 22050 Hz) use scipy's resample_poly.
 MAX_PHASES = 1024
+# resample_poly's default filter: this many zero crossings of its sinc either side, so
+# 10 * max(up, down) taps each side at the upsampled rate.
+ZERO_CROSSINGS = 10
 
 
 class AudioReader:
@@ -265,7 +268,7 @@ def _polyphase_filter(up: int, down: int) -> tuple[np.ndarray, np.ndarray]:
     either side, unit gain at 0 Hz, in float32, times ``up``.
     """
     rate = max(up, down)
-    half = 10 * rate
+    half = ZERO_CROSSINGS * rate
     h = np.sinc(np.arange(-half, half + 1) / rate) * np.kaiser(2 * half + 1, 5.0)
     h = (h / h.sum()).astype(np.float32)
     h *= up
@@ -318,9 +321,9 @@ class Resampler:
     def __init__(self, rate_in: int, rate_out: int) -> None:
         g = math.gcd(rate_in, rate_out)
         self.up, self.down = rate_out // g, rate_in // g
-        # resample_poly's default filter has 10 * max(up, down) taps each side at the
+        # The filter has ZERO_CROSSINGS * max(up, down) taps each side at the
         # upsampled rate.
-        self.reach = 10 * max(self.up, self.down) // self.up + 2
+        self.reach = ZERO_CROSSINGS * max(self.up, self.down) // self.up + 2
         self.pending: np.ndarray | None = None
         self.start = self.done = self.seen = 0
 

@@ -110,14 +110,14 @@ class SoftMask:
                 fresh[s] = scipy.fft.rfft(view[start : last * hop + 1 : hop] * window, axis=-1)
                 ready[s].append(fresh[s])
             spectra = {s: _take(ready[s], count) for s in names}
+            mixture = sum(spectra.values())
             if spatial is not None:
-                filtered = spatial.filter(spectra, fresh, names[:-1])
+                filtered = spatial.filter(spectra, mixture, fresh, names[:-1])
             else:
                 weights = {s: np.abs(v) for s, v in spectra.items()}
                 if self.power != 1:
                     weights = {s: w**self.power for s, w in weights.items()}
                 total = sum(weights.values()) + TINY
-                mixture = sum(spectra.values())
                 filtered = {s: mixture * (weights[s] / total) for s in names[:-1]}
             for s in names[:-1]:  # the last stem is what the others leave (``release``)
                 y = scipy.fft.irfft(filtered[s], n, axis=-1) * window
@@ -186,10 +186,10 @@ class _SongStatistics:
         self.sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.levels: dict[str, list] = {}  # v of the frames summed, not yet filtered (chunks)
 
-    def filter(self, spectra: dict, fresh: dict, names: list[str]) -> dict:
-        """The filtered ``spectra`` (each stem: (frames, channels, bins)), for the stems
-        ``names``, weighed with the sums over the frames up to the last of ``fresh``, the
-        spectra of the frames not in the sums yet."""
+    def filter(self, spectra: dict, mixture: np.ndarray, fresh: dict, names: list[str]) -> dict:
+        """The filtered ``spectra`` (each stem: (frames, channels, bins); ``mixture``: their
+        sum), for the stems ``names``, weighed with the sums over the frames up to the last
+        of ``fresh``, the spectra of the frames not in the sums yet."""
         levels, images = [], []  # v (frames, bins) and R (channels, channels, bins) per stem
         for s, z in fresh.items():
             level = self.level(z)
@@ -200,7 +200,6 @@ class _SongStatistics:
             total = total + np.sum(level, axis=0, dtype=float)
             self.sums[s] = outer, total
             images.append(outer / np.maximum(total, TINY))
-        mixture = sum(spectra.values())
         wanted = [k for k, s in enumerate(spectra) if s in names]
         wiener = _wiener_stereo if mixture.shape[1] == 2 else _wiener
         filtered = wiener(np.stack(levels), np.stack(images), mixture, wanted)

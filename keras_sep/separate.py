@@ -232,7 +232,8 @@ def overlap_add(
 
     ``read(start, stop)`` returns the mixture's samples [start, stop) at the model's rate
     (fewer at the end); starts only increase, so it can be a stream. A block is yielded
-    as soon as no later segment overlaps it, so memory holds one batch and its outputs.
+    as soon as no later segment overlaps it, so memory holds the batches in flight
+    (``calls_at_once`` running and one queued: ``keras_sep.threads.in_order``) and their outputs.
     ``precision`` ("auto", "float32", "bfloat16") runs a Keras model at that precision (a
     converted copy: load the model with ``precision=`` to convert it once); None runs it
     as it is. The overlap-add itself is float32 either way. ``tta``: how many of the

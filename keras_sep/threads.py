@@ -89,9 +89,13 @@ def in_order(items: Iterable[T], work: Callable[[T], R], depth: int) -> Iterator
 
     ``items`` is consumed in the caller's thread; ``work`` runs in ``depth`` threads,
     except for the first item, which runs alone in the caller's thread (a Keras model
-    builds its predict function on its first call). An exception in ``work`` is raised
-    here; when the consumer stops early, the calls already running finish and nothing
-    else starts. ``depth`` 1 is a plain loop.
+    builds its predict function on its first call). One call more than ``depth`` waits
+    in the queue, so a thread that finishes a call starts the next at once instead of
+    waiting for the consumer to take a result (``separate``'s consumer adds up and masks
+    the stems between results: the bundled model kept 1.69 of 2 cores busy without the
+    queued call, 1.84 with it). An exception in ``work`` is raised here; when the
+    consumer stops early, the calls already running finish and nothing else starts.
+    ``depth`` 1 is a plain loop.
     """
     items = iter(items)
     first = next(items, _END)
@@ -107,7 +111,7 @@ def in_order(items: Iterable[T], work: Callable[[T], R], depth: int) -> Iterator
         try:
             for item in items:
                 running.append((item, pool.submit(work, item)))
-                if len(running) == depth:
+                if len(running) > depth:
                     done, future = running.popleft()
                     yield done, future.result()
             while running:

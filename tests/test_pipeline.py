@@ -91,6 +91,25 @@ def test_in_order_keeps_depth_calls_running_and_their_order():
     assert list(in_order([], work, 2)) == []
 
 
+def test_in_order_starts_the_next_call_while_the_consumer_holds_a_result():
+    """A thread that finishes a call takes the queued one: while the consumer works on
+    result n, call n + depth has started (with depth 2: results n + 1 and n + 2)."""
+    started, change = [], threading.Condition()
+
+    def work(n):
+        with change:
+            started.append(n)
+            change.notify_all()
+        return n
+
+    stream = in_order(range(12), work, 2)
+    for n, _ in stream:
+        if 1 <= n <= 8:
+            with change:
+                assert change.wait_for(lambda n=n: max(started) >= n + 2, timeout=10)
+    assert sorted(started) == list(range(12))
+
+
 def test_in_order_raises_a_call_error_and_starts_nothing_after_close():
     started = []
 
@@ -102,7 +121,7 @@ def test_in_order_raises_a_call_error_and_starts_nothing_after_close():
 
     with pytest.raises(AudioError, match="bad batch"):
         list(in_order(range(100), work, 2))
-    assert max(started) <= 5
+    assert max(started) <= 6  # the failed call, two running and one queued after it
     started.clear()
     stream = in_order(range(100), work, 2)
     assert next(stream) == (0, 0)

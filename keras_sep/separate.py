@@ -252,6 +252,10 @@ def overlap_add(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     views = tta_views(cfg.channels, tta)
     together = views_together(cfg)
+    # A model that takes any batch size at no cost and builds nothing on its first call
+    # (``any_batch``: the bundled model's ONNX copy) gets a short last batch and no first
+    # call alone; a Keras model gets full batches (a new shape is a new trace).
+    flexible = getattr(model, "any_batch", False)
     segment, weights = plan.segment, plan.window
     starts = [int(start) for start in plan.starts(total)]
     batches = range(0, len(starts), batch_size)
@@ -264,8 +268,9 @@ def overlap_add(
         """(first segment, starts, batch, which segments are heard), read in order."""
         for first in batches:
             chunk = starts[first : first + batch_size]
-            # Batches are always full, so compiled shapes never change.
-            batch = np.zeros((batch_size, segment, cfg.channels), dtype=np.float32)
+            # Full batches unless ``flexible``, so compiled shapes never change.
+            rows = len(chunk) if flexible else batch_size
+            batch = np.zeros((rows, segment, cfg.channels), dtype=np.float32)
             for j, start in enumerate(chunk):
                 piece = read(start, start + segment)
                 batch[j, : len(piece)] = piece
@@ -283,7 +288,7 @@ def overlap_add(
     calls = calls_at_once(getattr(model, "parallel_calls", False))
     try:
         for n, ((first, chunk, _, heard), estimates) in enumerate(
-            in_order(prepared(), estimate, calls)
+            in_order(prepared(), estimate, calls, first_alone=not flexible)
         ):
             grow = min(chunk[-1] + segment, total) - base - len(norm)
             norm = np.concatenate([norm, np.zeros(grow, dtype=np.float32)])

@@ -84,24 +84,27 @@ def background(items: Iterator[T], depth: int = DEPTH) -> Iterator[T]:
         thread.join()
 
 
-def in_order(items: Iterable[T], work: Callable[[T], R], depth: int) -> Iterator[tuple[T, R]]:
+def in_order(
+    items: Iterable[T], work: Callable[[T], R], depth: int, first_alone: bool = True
+) -> Iterator[tuple[T, R]]:
     """Yield ``(item, work(item))`` for each item in order, ``depth`` calls running at once.
 
     ``items`` is consumed in the caller's thread; ``work`` runs in ``depth`` threads,
-    except for the first item, which runs alone in the caller's thread (a Keras model
-    builds its predict function on its first call). One call more than ``depth`` waits
-    in the queue, so a thread that finishes a call starts the next at once instead of
-    waiting for the consumer to take a result (``separate``'s consumer adds up and masks
-    the stems between results: the bundled model kept 1.69 of 2 cores busy without the
-    queued call, 1.84 with it). An exception in ``work`` is raised here; when the
-    consumer stops early, the calls already running finish and nothing else starts.
-    ``depth`` 1 is a plain loop.
+    except, with ``first_alone``, for the first item, which runs alone in the caller's
+    thread (a Keras model builds its predict function on its first call). One call more
+    than ``depth`` waits in the queue, so a thread that finishes a call starts the next
+    at once instead of waiting for the consumer to take a result (``separate``'s
+    consumer adds up and masks the stems between results: the bundled model kept 1.69 of
+    2 cores busy without the queued call, 1.84 with it). An exception in ``work`` is
+    raised here; when the consumer stops early, the calls already running finish and
+    nothing else starts. ``depth`` 1 is a plain loop.
     """
     items = iter(items)
-    first = next(items, _END)
-    if first is _END:
-        return
-    yield first, work(first)
+    if first_alone:
+        first = next(items, _END)
+        if first is _END:
+            return
+        yield first, work(first)
     if depth <= 1:
         for item in items:
             yield item, work(item)

@@ -83,6 +83,7 @@ def onnx_runner(folder: str | os.PathLike, threads: int | None = None):
     except Exception:  # no ONNX Runtime, or a damaged file: Keras runs the model instead
         return None
     runner.parallel_calls = True
+    runner.any_batch = True  # its graph takes any batch size and builds nothing
     runner.folder_info = read_info(folder)  # what the Keras model would know, its gate
     made_from = runner.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
     return runner if made_from == weights_digest(folder) else None

@@ -89,6 +89,11 @@ def test_in_order_keeps_depth_calls_running_and_their_order():
     assert most[0] == 3 and first_alone == [True]
     assert list(in_order(range(5), work, 1)) == [(n, n * n) for n in range(5)]
     assert list(in_order([], work, 2)) == []
+    # Without ``first_alone`` (a model with nothing to build) the first call is in the pool.
+    first = []
+    calls = in_order(range(6), lambda n: first.append(threading.current_thread().name), 2, False)
+    assert len(list(calls)) == 6 and all(name.startswith("keras-sep call") for name in first)
+    assert list(in_order([], work, 2, first_alone=False)) == []
 
 
 def test_in_order_starts_the_next_call_while_the_consumer_holds_a_result():
@@ -152,6 +157,31 @@ def test_two_model_calls_at_once_give_the_stems_of_one(monkeypatch, model):
     one_at_a_time = separation.separate(model, x)
     for source, stem in one_at_a_time.items():
         np.testing.assert_allclose(at_once[source], stem, atol=1e-6, rtol=0)
+
+
+def test_the_onnx_copy_gets_a_short_last_batch_and_the_same_stems(monkeypatch):
+    """The bundled model's ONNX copy takes any batch size (``any_batch``): a song of 9
+    segments goes as batches of 4, 4 and 1, not a last batch padded to 4, with the stems
+    of padded batches (bit for bit: each segment is computed alone either way)."""
+    runner = warm_start.onnx_runner(keras_sep.DEFAULT_MODEL)
+    assert runner.any_batch
+    sizes = []
+    original = runner.predict_on_batch
+
+    def counted(x):
+        sizes.append(len(x))
+        return original(x)
+
+    monkeypatch.setattr(runner, "predict_on_batch", counted)
+    plan = separation.segment_plan(runner.arch_config)
+    x = np.random.default_rng(4).uniform(-0.5, 0.5, (8 * plan.hop + plan.segment, 2))
+    short = separation.separate(runner, x.astype("float32"), tta=1)
+    assert sizes == [4, 4, 1]
+    runner.any_batch = False
+    padded = separation.separate(runner, x.astype("float32"), tta=1)
+    assert sizes[3:] == [4, 4, 4]
+    for source, stem in padded.items():
+        np.testing.assert_array_equal(short[source], stem)
 
 
 class Scaler:

@@ -192,11 +192,12 @@ class _SongStatistics:
         of ``fresh``, the spectra of the frames not in the sums yet."""
         levels, images = [], []  # v (frames, bins) and R (channels, channels, bins) per stem
         for s, z in fresh.items():
-            level = self.level(z)
+            power = z.real**2 + z.imag**2  # (frames, channels, bins)
+            level = self.level(power)
             self.levels.setdefault(s, []).append(level)
             levels.append(_take(self.levels[s], len(spectra[s])))
             outer, total = self.sums.get(s, (0, 0))
-            outer = outer + np.einsum("fib,fjb->ijb", z, z.conj()).astype(complex)
+            outer = outer + _outer(z, power)
             total = total + np.sum(level, axis=0, dtype=float)
             self.sums[s] = outer, total
             images.append(outer / np.maximum(total, TINY))
@@ -205,9 +206,24 @@ class _SongStatistics:
         filtered = wiener(np.stack(levels), np.stack(images), mixture, wanted)
         return {s: filtered[k] for k, s in enumerate(spectra) if s in names}
 
-    def level(self, z: np.ndarray) -> np.ndarray:
-        """v: the mean power over the channels to ``power / 2``; (frames, bins)."""
-        return np.mean(z.real**2 + z.imag**2, axis=1) ** (self.power / 2)
+    def level(self, power: np.ndarray) -> np.ndarray:
+        """v from the spectra's power |S|^2 (frames, channels, bins): the mean over the
+        channels, to ``self.power / 2``; (frames, bins)."""
+        return np.mean(power, axis=1) ** (self.power / 2)
+
+
+def _outer(z: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """``sum_t S S^H`` per bin, (channels, channels, bins) complex128, from the spectra S
+    (frames, channels, bins) and their power |S|^2: the diagonal is the power's sum, and
+    each pair of channels one product (an einsum over all pairs took twice as long)."""
+    channels = z.shape[1]
+    outer = np.empty((channels, channels, z.shape[2]), complex)
+    for i in range(channels):
+        outer[i, i] = np.sum(power[:, i], axis=0)
+        for j in range(i + 1, channels):
+            outer[i, j] = np.sum(z[:, i] * z[:, j].conj(), axis=0)
+            outer[j, i] = outer[i, j].conj()
+    return outer
 
 
 def _wiener(levels: np.ndarray, images: np.ndarray, mixture: np.ndarray, wanted: list[int]):
@@ -226,24 +242,32 @@ def _wiener(levels: np.ndarray, images: np.ndarray, mixture: np.ndarray, wanted:
 
 def _wiener_stereo(levels: np.ndarray, images: np.ndarray, mixture: np.ndarray, wanted: list):
     """``_wiener`` for two channels, in closed form: R = [[a, c], [c*, d]] per bin, and
-    the same for the levels' sum; about twice as fast as ``_wiener``'s matrices."""
+    the same for the levels' sum, inverted in float64 and applied in complex64; about
+    four times as fast as ``_wiener``'s matrices."""
     a, c, d = images[:, 0, 0].real, images[:, 0, 1], images[:, 1, 1].real
     parts = np.stack([a, c.real, c.imag, d], axis=1)  # (stems, 4, bins)
-    sum_a, real, imag, sum_d = np.einsum("stb,sqb->qtb", levels, parts)
-    sum_c = real + 1j * imag
+    # sum_k v_k R_k: four real (frames, bins) sums, in float64 (tiny determinants).
+    sum_a, real, imag, sum_d = np.einsum("stb,sqb->qtb", levels.astype(float), parts)
     regularise = REGULARISE * (sum_a + sum_d) / 2 + TINY
     sum_a += regularise
     sum_d += regularise
     det = sum_a * sum_d - (real**2 + imag**2)
+    # Its inverse, [[sum_d, -sum_c], [-sum_c*, sum_a]] / det, times the mixture x.
+    inverse = [(v / det).astype(np.float32) for v in (sum_a, real, imag, sum_d)]
+    inv_a, inv_c, inv_d = inverse[0], inverse[1] + 1j * inverse[2], inverse[3]
     x, y = mixture[:, 0], mixture[:, 1]
-    first = ((sum_d * x - sum_c * y) / det).astype(np.complex64)  # (sum v R)^-1 x
-    second = ((sum_a * y - sum_c.conj() * x) / det).astype(np.complex64)
+    first, second = inv_d * x - inv_c * y, inv_a * y - inv_c.conj() * x
     a, c, d = a.astype(np.float32), c.astype(np.complex64), d.astype(np.float32)
-    return {
-        k: levels[k][:, None]
-        * np.stack([a[k] * first + c[k] * second, c[k].conj() * first + d[k] * second], 1)
-        for k in wanted
-    }
+    filtered = {}
+    for k in wanted:  # v_k R_k (first, second)
+        stem = np.empty(mixture.shape, np.complex64)
+        np.multiply(a[k], first, out=stem[:, 0])
+        stem[:, 0] += c[k] * second
+        np.multiply(c[k].conj(), first, out=stem[:, 1])
+        stem[:, 1] += d[k] * second
+        stem *= levels[k][:, None]
+        filtered[k] = stem
+    return filtered
 
 
 def _take(chunks: list[np.ndarray], count: int) -> np.ndarray:

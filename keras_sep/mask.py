@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 
 from keras_sep.gate import folder_stage
 
@@ -101,6 +100,10 @@ class SoftMask:
         def frames(count: int, whole: int) -> None:
             """Filter ``count`` frames from ``held``'s start (``whole`` frames of it are
             there to use); adds them into ``out``."""
+            # Imported here (0.14 s, most of it scipy's array-API layer), in the thread that
+            # filters, while the model computes the next batches; not before the first call.
+            import scipy.fft
+
             last = min(count - 1 + ahead, whole - 1)  # the last frame the filter looks at
             fresh = {}  # spectra of the frames after those ``ready`` holds, up to ``last``
             for s in names:

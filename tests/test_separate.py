@@ -215,6 +215,13 @@ def test_resampling_does_not_import_scipy_signal():
     assert result.returncode == 0, result.stderr
 
 
+def test_the_separate_command_starts_without_scipy_fft():
+    # The soft mask imports it on its first frames, beside the model's calls.
+    code = "import sys, keras_sep.cli\nassert 'scipy.fft' not in sys.modules\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_separate_rejects_wrong_channels(scaler):
     with pytest.raises(ValueError, match="mixture must be"):
         separate(scaler, np.zeros((100, 3), "float32"))

@@ -256,7 +256,7 @@ def _wiener_stereo(levels: np.ndarray, images: np.ndarray, mixture: np.ndarray, 
     det = sum_a * sum_d - (real**2 + imag**2)
     # Its inverse, [[sum_d, -sum_c], [-sum_c*, sum_a]] / det, times the mixture x, also
     # in float64: where det is tiny the two products nearly cancel (in complex64 the
-    # bundled model's ONNX and Keras stems, 5e-7 apart, came out 7e-5 apart; 2e-6 so).
+    # bundled model's ONNX and Keras stems, 5e-7 apart, came out 7e-5 apart, not 2e-6).
     sum_c = real + 1j * imag
     x, y = mixture[:, 0], mixture[:, 1]
     first = ((sum_d * x - sum_c * y) / det).astype(np.complex64)

@@ -39,7 +39,11 @@ def run(backend: str, args: list[str], timeout: int = 2400) -> subprocess.Comple
 def test_model_and_layer_battery(backend):
     files = ["tests/test_models.py", "tests/test_layers.py"]
     marks = "not paper and not structure"  # default-backend-only tests: see test_models.py
-    done = run(backend, ["-m", "pytest", *files, "-q", "-m", marks, "-p", "no:cacheprovider"])
+    # Under JAX the eager bfloat16 steps take a minute (op by op on the CPU);
+    # test_mixed_bfloat16_training_step below compiles every architecture's bf16 step there.
+    skip = ["-k", "not mixed_bfloat16_forward"] if backend == "jax" else []
+    args = ["-m", "pytest", *files, "-q", "-m", marks, *skip, "-p", "no:cacheprovider"]
+    done = run(backend, args)
     assert " passed" in done.stdout and "failed" not in done.stdout
 
 
@@ -141,6 +145,9 @@ BF16_STEP = textwrap.dedent(
         y = {s: x / 4 for s in model.sources}
         losses = [float(model.train_on_batch(x, y)[0]) for _ in range(2)]
         keras.mixed_precision.set_global_policy("float32")
+        body = [c for c in model.layers if hasattr(c, "kernel") and c.name not in model.sources]
+        assert body and all(c.compute_dtype == policy[-8:] for c in body), (name, policy)
+        assert losses[1] != losses[0], (name, impl, losses)  # the first step moved the weights
         assert all(v.dtype == "float32" for v in model.trainable_variables)
         assert all(model.get_layer(s).compute_dtype == "float32" for s in model.sources[:-1])
         assert all(o.dtype == "float32" for o in model.outputs)

@@ -18,6 +18,7 @@ import sys
 import termios
 import textwrap
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,7 @@ def run_driver(tmp: Path, mode: str) -> dict[str, str]:
 
     ``mode``: "terminal" (a pseudo-terminal), "pipe", or "quiet" (a pipe, ``--quiet``).
     """
+    tmp.mkdir(parents=True, exist_ok=True)
     terminal = mode == "terminal"
     argv = [sys.executable, "-c", DRIVER, str(tmp), mode]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
@@ -233,7 +235,12 @@ def run_driver(tmp: Path, mode: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_every_long_command_on_a_terminal_a_pipe_and_quiet(tmp_path):
-    on_pipe = run_driver(tmp_path, "pipe")
+    # Each run keeps about one core busy for a minute (tiny models: Python, not maths), so
+    # the three run side by side, each in its own folder.
+    modes = ("pipe", "terminal", "quiet")
+    with ThreadPoolExecutor(len(modes)) as pool:
+        runs = [pool.submit(run_driver, tmp_path / mode, mode) for mode in modes]
+        on_pipe, on_terminal, quiet = (run.result() for run in runs)
     for name, patterns in LINES_SEEN.items():
         body = on_pipe[name]
         assert "\r" not in body, (name, body)
@@ -242,13 +249,11 @@ def test_every_long_command_on_a_terminal_a_pipe_and_quiet(tmp_path):
         native = [line for line in body.splitlines() if is_native_log(line)]
         assert native == [], (name, native)  # no TensorFlow / absl C++ log lines
 
-    on_terminal = run_driver(tmp_path, "terminal")
     for name, body in on_terminal.items():
         # tqdm redraws its bar in place: carriage returns and a percentage.
         assert "\r" in body and re.search(r"\d+%\|", body), (name, body)
         assert not re.search(LINES_SEEN[name][0], body, flags=re.M), (name, body)
 
-    quiet = run_driver(tmp_path, "quiet")
     for name, body in quiet.items():
         assert "\r" not in body, (name, body)
         for pattern in LINES_SEEN[name]:

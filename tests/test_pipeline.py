@@ -249,13 +249,15 @@ class Failing(Scaler):
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_a_model_failure_midway_is_raised_and_leaves_no_output(tmp_path, parallel):
-    """One call at a time, or two at once (then one more may have started)."""
+    """One call at a time, or two at once and one queued: then the call beside the failed
+    one, and the queued one, which the thread freed by the failure may take before the
+    error reaches the consumer (seen on a loaded machine), may have started."""
     path = write_song(tmp_path / "song.wav", 4 * BLOCK_FRAMES)
     model = Failing(fail_at=20)
     model.parallel_calls = parallel
     with pytest.raises(KerasSepError, match="the model stage failed"):
         separate_to_folder(model, path, tmp_path / "out", tta=1)
-    assert 20 <= model.calls <= 20 + parallel
+    assert 20 <= model.calls <= 20 + 2 * parallel
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
     assert not stage_threads()
     assert not [t for t in threading.enumerate() if t.name.startswith("keras-sep call")]

@@ -19,7 +19,7 @@ from keras_sep.errors import ConfigError
 
 SOURCES = ("vocals", "drums", "bass", "other")
 OUTPUT_MODES = ("difference", "direct")
-CONV_IMPLS = ("auto", "native", "phase", "fold", "keras")
+CONV_IMPLS = ("auto", "native", "phase", "fold", "spectral", "keras")
 
 # What each annotation of a config field accepts (JSON and YAML give lists for tuples).
 _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -91,7 +91,8 @@ class BaseConfig:
     output: str = "difference"
     # How convolutions compute (same weights and function either way): "native" dilated
     # conv, "phase" space-to-batch, "fold" an undilated 2-D conv down rows of d samples,
-    # "auto" picks per backend/device/layer; "keras" builds plain
+    # "spectral" short Fourier transforms of those rows, "auto" picks per
+    # backend/device/layer; "keras" builds plain
     # keras.layers.Conv1D / Conv1DTranspose, the reference for benchmarks (TensorFlow's
     # CPU kernels cannot run its dilated transposed convolutions).
     conv_impl: str = "auto"

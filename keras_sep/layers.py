@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_sep.config import CONV_IMPLS
@@ -42,19 +43,24 @@ def on_accelerator() -> bool:
 FOLD_FROM = {"tensorflow": 64, "jax": 64, "torch": 2}
 
 
-def auto_impl(backend: str, accelerated: bool, dilation: int) -> str:
+def auto_impl(backend: str, accelerated: bool, dilation: int, spectral: bool = False) -> str:
     """The formulation ``auto`` picks for one layer: the fastest measured there.
 
-    Measured on an H100/H200 (docs/performance.md): under JAX, space-to-batch made the
-    paper DDU training step 3x faster than plain Keras layers; under PyTorch the plain
-    Keras layers were fastest (our flipped-kernel convolution 25% slower, space-to-batch 2x
-    slower), so torch computes exactly as ``keras.layers.Conv1D`` / ``Conv1DTranspose``
-    do on GPUs. On CPUs "fold" computes a dilated layer as an undilated 2-D convolution
-    down rows of ``dilation`` samples (``_fold_conv``), from ``FOLD_FROM`` up: the paper
-    DDU's forward 14 to 31% faster on every backend; other layers run natively (plain
-    Keras under torch), which also runs on TensorFlow, whose CPU kernel refuses dilated
-    transposed convolutions.
+    On CPUs, a layer that computes in float32 where the spectral convolution fits and is
+    predicted to pay (``spectral``: ``spectral_fits`` and ``spectral_pays``) runs through
+    short Fourier transforms (``_spectral_conv``): the paper DDU's forward 1.3 to 1.6-fold
+    faster on every backend. Other layers: measured on an H100/H200 (docs/performance.md),
+    under JAX space-to-batch made the paper DDU training step 3x faster than plain Keras
+    layers; under PyTorch the plain Keras layers were fastest (our flipped-kernel
+    convolution 25% slower, space-to-batch 2x slower), so torch computes exactly as
+    ``keras.layers.Conv1D`` / ``Conv1DTranspose`` do on GPUs. On CPUs "fold" computes a
+    dilated layer as an undilated 2-D convolution down rows of ``dilation`` samples
+    (``_fold_conv``), from ``FOLD_FROM`` up: the paper DDU's forward 14 to 31% faster on
+    every backend; other layers run natively (plain Keras under torch), which also runs on
+    TensorFlow, whose CPU kernel refuses dilated transposed convolutions.
     """
+    if not accelerated and spectral:
+        return "spectral"
     if not accelerated and dilation >= FOLD_FROM.get(backend, dilation + 1):
         return "fold"
     if backend == "torch":
@@ -64,16 +70,17 @@ def auto_impl(backend: str, accelerated: bool, dilation: int) -> str:
     return "native"
 
 
-def resolve_impl(impl: str, dilation: int) -> str:
+def resolve_impl(impl: str, dilation: int, spectral: bool = False) -> str:
     """The formulation ``impl`` stands for on this backend and device.
 
-    "native", "phase", "fold" or "keras" (what the plain Keras layers call); "phase" and
-    "fold" only where the layer is dilated, since the formulations coincide otherwise.
+    "native", "phase", "fold", "spectral" or "keras" (what the plain Keras layers call);
+    "phase" and "fold" only where the layer is dilated, since the formulations coincide
+    otherwise. ``spectral`` is ``auto_impl``'s.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv impl must be one of {list(CONV_IMPLS)}, got {impl!r}")
     if impl == "auto":
-        impl = auto_impl(keras.backend.backend(), on_accelerator(), dilation)
+        impl = auto_impl(keras.backend.backend(), on_accelerator(), dilation, spectral)
     return "native" if impl in ("phase", "fold") and dilation == 1 else impl
 
 
@@ -92,7 +99,9 @@ def dilated_conv(x, kernel, dilation: int, padding: tuple[int, int], impl: str =
     left, right = padding
     if impl == "phase" and dilation > 1:
         return _phase_conv(x, kernel, dilation, left, right)
-    if impl == "fold" and foldable(x.shape[1], kernel.shape[0], dilation, padding):
+    if impl == "spectral" and spectral_fits(x.shape[1], kernel.shape[0], dilation, padding):
+        return _spectral_conv(x, kernel, dilation)
+    if impl in ("fold", "spectral") and foldable(x.shape[1], kernel.shape[0], dilation, padding):
         return _fold_conv(x, kernel, dilation)
     if (left, right) == same_padding(kernel.shape[0], dilation):
         # Keras's own 'same' (every forward conv, odd-kernel transposed ones): no copy.
@@ -126,6 +135,115 @@ def _fold_conv(x, kernel, d: int):
     rows = ops.reshape(x, (-1, length // d, d, channels))
     y = ops.conv(rows, kernel[:, None], padding="same", data_format="channels_last")
     return ops.reshape(y, (-1, length, kernel.shape[-1]))
+
+
+# Frames of the spectral convolution: at most ``FRAME`` rows, a power of two, so each
+# frame yields ``frame - k + 1`` rows of output (overlap-save).
+FRAME = 64
+# What a spectral layer costs beyond its multiply-adds, per channel (in or out) of each
+# output sample, counted in multiply-adds: its copies (the frames, two transposes, the
+# crop). Fitted to one-layer timings of the paper DDU's layers (docs/performance.md).
+SPECTRAL_COPY_COST = 100
+# ``auto`` computes a layer spectrally only where that is predicted to cost under this
+# share of the taps, a margin for the prediction's error.
+SPECTRAL_MARGIN = 1.0
+
+
+def spectral_frame(rows: int, k: int) -> tuple[int, int]:
+    """(frame, hop) for columns of ``rows`` rows: one frame of a power of two for short
+    columns, else frames of ``FRAME`` rows; the hop is at least half the frame."""
+    frame = min(FRAME, 1 << (rows + k - 2).bit_length())
+    return frame, frame - k + 1
+
+
+def spectral_fits(length: int | None, k: int, d: int, padding: tuple[int, int]) -> bool:
+    """Whether ``_spectral_conv`` computes this convolution: a known length of whole rows
+    of ``d`` samples (``d = 1``: any), at least ``k`` of them, and an odd kernel of 3 taps
+    or more padded 'same'."""
+    if not length or k < 3 or k % 2 == 0 or padding != ((k - 1) // 2 * d,) * 2:
+        return False
+    return length % d == 0 and length // d >= k
+
+
+def spectral_pays(length: int, k: int, d: int, channels: int, filters: int) -> bool:
+    """Whether the spectral convolution is predicted to be faster than the taps for a
+    layer that ``spectral_fits``: its multiply-adds per output sample (the frames'
+    transforms, one channel mix per frequency, the inverse) plus ``SPECTRAL_COPY_COST``
+    per channel, against the taps' multiply-adds, less those that read only padding
+    (which oneDNN's folded convolution skips), with ``SPECTRAL_MARGIN`` to spare. Wide
+    layers pay (the paper DDU's 90 to 375 channels: 1.3 to 2-fold faster); narrow
+    ones do not (the bundled Wave-U-Net's 10 to 100)."""
+    rows = length // d
+    frame, hop = spectral_frame(rows, k)
+    bins = frame // 2 + 1
+    per_frame = 2 * bins * (frame * channels + 2 * channels * filters + hop * filters)
+    spectral = -(-rows // hop) * per_frame / rows + SPECTRAL_COPY_COST * (channels + filters)
+    c = (k - 1) // 2
+    taps = k * channels * filters * (1 - c * (c + 1) / (k * rows))
+    return spectral < SPECTRAL_MARGIN * taps
+
+
+@functools.cache
+def _spectral_bases(frame: int, hop: int, k: int):
+    """The real DFT of a frame (2F x frame: cosines, then minus sines), the kernel's
+    conjugate spectrum from its taps (2F x k) and the inverse DFT of the first ``hop``
+    samples (hop x 2F), F = frame / 2 + 1 frequencies, in float64 for the caller to cast."""
+    f = np.arange(frame // 2 + 1)
+    angle = 2 * np.pi * np.outer(f, np.arange(frame)) / frame
+    forward = np.concatenate([np.cos(angle), -np.sin(angle)])
+    taps = np.concatenate([np.cos(angle[:, :k]), np.sin(angle[:, :k])])
+    weight = np.where((f == 0) | (2 * f == frame), 1.0, 2.0) / frame
+    angle = 2 * np.pi * np.outer(np.arange(hop), f) / frame
+    inverse = np.concatenate([np.cos(angle) * weight, -np.sin(angle) * weight], axis=1)
+    return forward, taps, inverse
+
+
+def _spectral_conv(x, kernel, d: int):
+    """The 'same' convolution through the discrete Fourier transform of short frames.
+
+    Folded into rows of ``d`` samples as ``_fold_conv`` does, each column is cut into
+    frames of ``FRAME`` rows that overlap by ``k - 1``; in a frame's spectrum the
+    convolution mixes the channels once per frequency instead of once per tap, so a frame
+    of 64 rows costs 4 x 33 channel mixes for its 50 rows of output where the taps cost
+    15 x 50 (kernel 15): the layer's multiply-adds fall about 4-fold. Every step is a
+    matrix product (the transforms too, for frames this short), so it runs at the
+    machine's matrix rate on every backend; the result is the same sums up to float
+    rounding (1e-5 of the output's scale, measured).
+    """
+    length, channels = x.shape[1], x.shape[2]
+    k, _, filters = kernel.shape
+    rows = length // d
+    frame, hop = spectral_frame(rows, k)
+    frames = -(-rows // hop)
+    bins = frame // 2 + 1
+    forward, taps, inverse = (
+        ops.convert_to_tensor(m, dtype=x.dtype) for m in _spectral_bases(frame, hop, k)
+    )
+    # The kernel's spectrum as one (2 in, 2 out) real matrix per frequency: [re, im] of
+    # the frame's spectrum times it gives [re, im] of the output's.
+    spectrum = ops.reshape(
+        ops.matmul(taps, ops.reshape(kernel, (k, -1))), (2, bins, channels, filters)
+    )
+    re, im = spectrum[0], spectrum[1]
+    mix = ops.concatenate(
+        [ops.concatenate([re, im], axis=2), ops.concatenate([-im, re], axis=2)], axis=1
+    )
+    # Blocks of ``hop`` rows, padded 'same' and to whole blocks; frame i is block i and
+    # the first ``frame - hop`` rows of block i + 1.
+    x = ops.reshape(x, (-1, rows, d * channels))
+    centre = (k - 1) // 2
+    x = ops.pad(x, [[0, 0], [centre, (frames + 1) * hop - rows - centre], [0, 0]])
+    blocks = ops.reshape(x, (-1, frames + 1, hop, d * channels))
+    x = ops.concatenate([blocks[:, :-1], blocks[:, 1:, : frame - hop]], axis=2)
+    x = ops.matmul(forward, ops.reshape(x, (-1, frame, d * channels)))  # (B nb, 2F, d in)
+    x = ops.reshape(x, (-1, 2, bins, d, channels))
+    x = ops.reshape(ops.transpose(x, (2, 0, 3, 1, 4)), (bins, -1, 2 * channels))
+    y = ops.matmul(x, mix)  # (F, B nb d, 2 out)
+    y = ops.reshape(y, (bins, -1, d, 2, filters))
+    y = ops.reshape(ops.transpose(y, (1, 3, 0, 2, 4)), (-1, 2 * bins, d * filters))
+    y = ops.matmul(inverse, y)  # (B nb, hop, d out)
+    y = ops.reshape(y, (-1, frames * hop, d, filters))[:, :rows]
+    return ops.reshape(y, (-1, length, filters))
 
 
 def _phase_conv(x, kernel, d: int, left: int, right: int):
@@ -188,23 +306,24 @@ class DilatedConv1D(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        impl = resolve_impl(self.impl, self.dilation_rate)
+        k, d, length = self.kernel_size, self.dilation_rate, inputs.shape[1]
+        padding = same_padding(k, d, self.transpose)
+        spectral = (
+            keras.backend.standardize_dtype(inputs.dtype) == "float32"
+            and spectral_fits(length, k, d, padding)
+            and spectral_pays(length, k, d, inputs.shape[-1], self.filters)
+        )
+        impl = resolve_impl(self.impl, d, spectral)
         kernel = self.kernel
         if self.transpose and impl == "keras":
             # keras.layers.Conv1DTranspose's own computation (the fastest under PyTorch).
             y = ops.conv_transpose(
-                inputs,
-                kernel,
-                1,
-                "same",
-                dilation_rate=self.dilation_rate,
-                data_format="channels_last",
+                inputs, kernel, 1, "same", dilation_rate=d, data_format="channels_last"
             )
         else:
             if self.transpose:
                 kernel = ops.transpose(ops.flip(kernel, axis=0), (0, 2, 1))
-            padding = same_padding(self.kernel_size, self.dilation_rate, self.transpose)
-            y = dilated_conv(inputs, kernel, self.dilation_rate, padding, impl)
+            y = dilated_conv(inputs, kernel, d, padding, impl)
         y = ops.add(y, self.bias)
         return self.activation(y) if self.activation is not None else y
 

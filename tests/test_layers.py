@@ -1,8 +1,9 @@
 """Our convolution layers compute exactly what Keras's Conv1D / Conv1DTranspose compute.
 
 Every formulation ("native" dilated conv, "phase" space-to-batch, "fold" an undilated
-2-D conv down rows of d samples, "keras" the plain layers' own computation), odd and even
-kernels, lengths that are not a multiple of the dilation and lengths that are.
+2-D conv down rows of d samples, "spectral" short Fourier transforms of those rows, "keras"
+the plain layers' own computation), odd and even kernels, lengths that are not a multiple
+of the dilation and lengths that are, in one spectral frame and in several.
 Runs on every backend.
 """
 
@@ -20,11 +21,14 @@ from keras_sep.layers import (
     on_accelerator,
     resolve_impl,
     same_padding,
+    spectral_fits,
+    spectral_pays,
 )
 
 BACKEND = keras.backend.backend()
 # (kernel, dilation, length): odd and even kernels, lengths below the dilation, not a
-# multiple of it, a single sample, and whole rows of d samples ("fold" folds those).
+# multiple of it, a single sample, and whole rows of d samples ("fold" folds those; at
+# least k of them, "spectral" transforms them).
 CASES = [
     (3, 2, 10),
     (5, 16, 32),
@@ -36,9 +40,13 @@ CASES = [
     (5, 8, 13),
     (15, 8, 64),
     (15, 2, 3),
+    (3, 1, 7),  # "spectral": one frame of 16 rows
+    (5, 4, 40),
+    (15, 1, 130),  # three frames of 64 rows
+    (15, 2, 256),
 ]
 
-IMPLS = ["native", "phase", "fold", "keras"]
+IMPLS = ["native", "phase", "fold", "spectral", "keras"]
 # TF's CPU kernel refuses dilated transposed convolutions ("Current CPU implementations do
 # not yet support dilation rates larger than 1"): the reason this layer exists. So the
 # plain layers' own computation is compared there only where it runs.
@@ -129,12 +137,46 @@ def test_fold_takes_whole_rows_of_an_odd_same_padded_kernel_only():
     assert not foldable(64, 15, 1, (7, 7))  # undilated: nothing to fold
 
 
+def test_spectral_takes_k_whole_rows_of_an_odd_same_padded_kernel_only():
+    assert spectral_fits(7, 3, 1, (1, 1)) and spectral_fits(16384, 15, 1024, (7168, 7168))
+    assert not spectral_fits(16384, 15, 2048, (14336, 14336))  # 8 rows: fewer than k
+    assert not spectral_fits(None, 3, 1, (1, 1))  # traced for any length
+    assert not spectral_fits(100, 15, 8, (56, 56))  # not whole rows
+    assert not spectral_fits(64, 4, 1, (1, 2))  # even kernel
+    assert not spectral_fits(64, 1, 1, (0, 0))  # one tap: nothing to transform
+    assert not spectral_fits(64, 3, 1, (0, 2))  # not 'same'
+
+
+def test_spectral_pays_for_wide_layers_only():
+    # The paper DDU's widest layers: 4-fold fewer multiply-adds than the taps.
+    assert spectral_pays(16384, 15, 1, 300, 105) and spectral_pays(16384, 15, 1024, 375, 90)
+    # Narrow ones, as the bundled Wave-U-Net's first levels: the copies cost more.
+    assert not spectral_pays(16384, 15, 1, 10, 20) and not spectral_pays(16384, 15, 2, 17, 15)
+
+
+@pytest.mark.parametrize("policy,spectral", [("float32", True), ("mixed_bfloat16", False)])
+def test_auto_computes_wide_float32_layers_spectrally_on_cpus(monkeypatch, policy, spectral):
+    import keras_sep.layers as layers
+
+    calls = []
+    compute = layers._spectral_conv
+    monkeypatch.setattr(layers, "_spectral_conv", lambda *a: calls.append(a) or compute(*a))
+    layer = DilatedConv1D(105, 15, 1, dtype=policy)
+    x = np.random.default_rng(0).standard_normal((1, 256, 300)).astype("float32")
+    y = numpy(layer(x))
+    assert y.shape == (1, 256, 105) and np.isfinite(y).all()
+    # bfloat16 frames lose what its convolutions keep (4e-3 off the paper DDU's outputs
+    # against fold's) and were no faster: auto folds there.
+    assert bool(calls) == (spectral and not on_accelerator())
+
+
 def test_impl_resolution():
     assert resolve_impl("phase", 1) == "native"  # identical when undilated
     assert resolve_impl("phase", 4) == "phase"
     assert resolve_impl("native", 4) == "native"
     assert resolve_impl("keras", 4) == "keras"
     assert resolve_impl("fold", 1) == "native" and resolve_impl("fold", 4) == "fold"
+    assert resolve_impl("spectral", 1) == "spectral"
     for d in (1, 4):
         assert resolve_impl("auto", d) == auto_impl(BACKEND, on_accelerator(), d)
     with pytest.raises(ValueError, match="conv impl"):
@@ -160,6 +202,9 @@ def test_impl_resolution():
 )
 def test_auto_picks_per_backend_device_and_layer(backend, accelerated, dilation, expected):
     assert auto_impl(backend, accelerated, dilation) == expected
+    # Where the spectral convolution fits and pays (float32), every CPU backend takes it.
+    spectral = expected if accelerated else "spectral"
+    assert auto_impl(backend, accelerated, dilation, spectral=True) == spectral
 
 
 def test_decimate_and_linear_upsample():

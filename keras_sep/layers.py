@@ -208,7 +208,7 @@ def _spectral_conv(x, kernel, d: int):
     15 x 50 (kernel 15): the layer's multiply-adds fall about 4-fold. Every step is a
     matrix product (the transforms too, for frames this short), so it runs at the
     machine's matrix rate on every backend; the result is the same sums up to float
-    rounding (1e-5 of the output's scale, measured).
+    rounding (within 2e-5 of the taps for unit-scale signals and 300 channels, measured).
     """
     length, channels = x.shape[1], x.shape[2]
     k, _, filters = kernel.shape
@@ -266,8 +266,9 @@ class DilatedConv1D(keras.layers.Layer):
 
     Weights are named and shaped like ``keras.layers.Conv1D``'s (kernel: k x in x out),
     so they can be copied either way. ``impl`` picks the formulation: "native",
-    "phase" (space-to-batch), "keras" (the plain Keras layers' computation) or "auto" (per
-    backend, device and layer: ``auto_impl``); all give the same result.
+    "phase" (space-to-batch), "fold" (rows of d samples), "spectral" (short Fourier
+    transforms of those rows), "keras" (the plain Keras layers' computation) or "auto" (per
+    backend, device, precision and layer: ``auto_impl``); all give the same result.
     """
 
     transpose = False

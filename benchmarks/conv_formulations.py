@@ -24,7 +24,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="dilated_dense")
     p.add_argument("--preset", default="paper")
-    p.add_argument("--impls", nargs="+", default=["keras", "native", "phase"])
+    p.add_argument(
+        "--impls", nargs="+", default=["keras", "native", "phase", "fold", "spectral", "auto"]
+    )
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--rounds", type=int, default=4)
     args = p.parse_args()

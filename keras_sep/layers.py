@@ -142,11 +142,9 @@ def _fold_conv(x, kernel, d: int):
 FRAME = 64
 # What a spectral layer costs beyond its multiply-adds, per channel (in or out) of each
 # output sample, counted in multiply-adds: its copies (the frames, two transposes, the
-# crop). Fitted to one-layer timings of the paper DDU's layers (docs/performance.md).
+# crop). One-layer timings of the paper DDU's layers fit about 200; in the whole DDU,
+# every layer that fits was as fast spectrally or faster, so less (docs/performance.md).
 SPECTRAL_COPY_COST = 100
-# ``auto`` computes a layer spectrally only where that is predicted to cost under this
-# share of the taps, a margin for the prediction's error.
-SPECTRAL_MARGIN = 1.0
 
 
 def spectral_frame(rows: int, k: int) -> tuple[int, int]:
@@ -170,9 +168,9 @@ def spectral_pays(length: int, k: int, d: int, channels: int, filters: int) -> b
     layer that ``spectral_fits``: its multiply-adds per output sample (the frames'
     transforms, one channel mix per frequency, the inverse) plus ``SPECTRAL_COPY_COST``
     per channel, against the taps' multiply-adds, less those that read only padding
-    (which oneDNN's folded convolution skips), with ``SPECTRAL_MARGIN`` to spare. Wide
-    layers pay (the paper DDU's 90 to 375 channels: 1.3 to 2-fold faster); narrow
-    ones do not (the bundled Wave-U-Net's 10 to 100)."""
+    (which oneDNN's folded convolution skips). Wide layers pay (most of the paper DDU's
+    kernel-15 layers, 45 to 375 channels: 1.3 to 2-fold faster each); narrow ones do not
+    (the bundled Wave-U-Net's first levels, 10 to 40 channels)."""
     rows = length // d
     frame, hop = spectral_frame(rows, k)
     bins = frame // 2 + 1
@@ -180,7 +178,7 @@ def spectral_pays(length: int, k: int, d: int, channels: int, filters: int) -> b
     spectral = -(-rows // hop) * per_frame / rows + SPECTRAL_COPY_COST * (channels + filters)
     c = (k - 1) // 2
     taps = k * channels * filters * (1 - c * (c + 1) / (k * rows))
-    return spectral < SPECTRAL_MARGIN * taps
+    return spectral < taps
 
 
 @functools.cache

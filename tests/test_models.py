@@ -381,8 +381,9 @@ def test_a_training_step_moves_the_weights_alike_under_every_formulation(impl):
     for model in models.values():
         model.train_on_batch(x, y)
     taps, other = models["native"].get_weights(), models[impl].get_weights()
-    assert max(np.abs(w - b).max() for w, b in zip(taps, before)) > 1e-4  # the step moved
-    assert max(np.abs(w - v).max() for w, v in zip(taps, other)) < 1e-5
+    # The step moved the weights, and alike under both formulations.
+    assert max(np.abs(w - b).max() for w, b in zip(taps, before, strict=True)) > 1e-4
+    assert max(np.abs(w - v).max() for w, v in zip(taps, other, strict=True)) < 1e-5
 
 
 @pytest.mark.parametrize("name", ARCHS)

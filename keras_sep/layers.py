@@ -307,8 +307,9 @@ class DilatedConv1D(keras.layers.Layer):
     def call(self, inputs):
         k, d, length = self.kernel_size, self.dilation_rate, inputs.shape[1]
         padding = same_padding(k, d, self.transpose)
-        spectral = (
-            keras.backend.standardize_dtype(inputs.dtype) == "float32"
+        spectral = (  # only ``auto`` weighs it
+            self.impl == "auto"
+            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
             and spectral_fits(length, k, d, padding)
             and spectral_pays(length, k, d, inputs.shape[-1], self.filters)
         )

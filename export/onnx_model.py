@@ -2,7 +2,7 @@
 
 A Wave-U-Net is written straight as ONNX (``onnx_graph.py``: channels first, 35% faster
 under ONNX Runtime than the converted graph); the dilated models, and a Wave-U-Net below
-opset 13, are converted with tf2onnx, what ``keras.Model.export(format="onnx")`` uses
+opset 16, are converted with tf2onnx, what ``keras.Model.export(format="onnx")`` uses
 under TensorFlow; calling it directly lets us check the opset first and name the dynamic
 axes. Batch and time stay dynamic (named ``batch`` and ``time``); outputs keep the source
 names.

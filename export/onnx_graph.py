@@ -64,11 +64,19 @@ class _Graph:
         ints = [np.array([v], np.int64) for v in (start, stop, 2, step)]
         return self.op("Slice", [x, *(self.const(v) for v in ints)])
 
-    def conv(self, x: str, kernel: np.ndarray, bias: np.ndarray, activation: str | None) -> str:
-        """A 'same' convolution of a Keras kernel (k, in, out) on (batch, in, time)."""
+    def conv(
+        self,
+        x: str,
+        kernel: np.ndarray,
+        bias: np.ndarray,
+        activation: str | None,
+        left: int | None = None,
+    ) -> str:
+        """A convolution of a Keras kernel (k, in, out) on (batch, in, time), zero-padded by
+        ``left`` samples in front and k - 1 - left behind ('same': (k - 1) // 2)."""
         k = kernel.shape[0]
         weight = np.ascontiguousarray(np.transpose(kernel, (2, 1, 0)), dtype=np.float32)
-        left = (k - 1) // 2
+        left = (k - 1) // 2 if left is None else left
         inputs = [x, self.const(weight, "W"), self.const(np.asarray(bias, np.float32), "B")]
         y = self.op("Conv", inputs, pads=[left, k - 1 - left])
         if activation == "leaky_relu":
@@ -123,11 +131,8 @@ def _upsampled_conv(g: _Graph, x: str, kernel: np.ndarray, bias: np.ndarray) -> 
     k, channels_in, channels_out = kernel.shape
     left = (k - 1) // 2
     merged, pad = _phase_kernels(kernel)
-    weight = np.ascontiguousarray(np.transpose(merged, (2, 1, 0)), dtype=np.float32)
-    bias2 = np.repeat(np.asarray(bias, np.float32), 2)
+    y = g.conv(x, merged, np.repeat(np.asarray(bias, np.float32), 2), None, left=pad)
     int64 = lambda values: g.const(np.array(values, np.int64))  # noqa: E731
-    pads = [pad, len(merged) - 1 - pad]
-    y = g.op("Conv", [x, g.const(weight, "W"), g.const(bias2, "B")], pads=pads)
     y = g.op("Reshape", [y, int64([0, channels_out, 2, -1])])
     y = g.op("Transpose", [y], perm=[0, 1, 3, 2])  # (batch, out, T, 2): interleaved
     y = g.op("Reshape", [y, int64([0, channels_out, -1])])
@@ -146,8 +151,8 @@ def _upsampled_conv(g: _Graph, x: str, kernel: np.ndarray, bias: np.ndarray) -> 
         updates.append(g.op("Reshape", [update, int64([0, channels_out, -1])]))
         offsets = int64([left - 1 - j for j in taps])
         positions.append(offsets if origin is None else g.op("Add", [origin, offsets]))
-    update = g.op("Concat", updates, axis=2) if len(updates) > 1 else updates[0]
-    position = g.op("Concat", positions, axis=0) if len(positions) > 1 else positions[0]
+    update = g.op("Concat", updates, axis=2)
+    position = g.op("Concat", positions, axis=0)
     index = g.op("Max", [g.op("Min", [position, g.op("Sub", [length, int64([1])])]), int64([0])])
     inside = g.op("Cast", [g.op("Equal", [index, position])], to=g.onnx.TensorProto.FLOAT)
     update = g.op("Mul", [update, inside])
